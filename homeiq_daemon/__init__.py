@@ -1,0 +1,3 @@
+"""homeiq-daemon: a headless companion daemon for Home Assistant."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from homeiq_daemon.cli import main
+
+raise SystemExit(main())

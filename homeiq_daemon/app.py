@@ -1,0 +1,205 @@
+"""The lifecycle owner: builds the components, starts them in order, stops them in reverse.
+
+Start: state directory -> sink (InfluxDB or the embedded history) -> spool + delivery -> pipeline ->
+sources (Home Assistant, replay) -> periodic jobs. Stop (SIGTERM/SIGINT, a source finishing, or a fatal
+error): sources first, then the in-memory batch is flushed to the sink (or the spool) within
+``shutdown_timeout_s``, then connections close. Long-running work runs as named tasks that the owner
+watches; the first one to fail ends the run, after the same orderly stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from homeiq_daemon.config import Settings
+from homeiq_daemon.deadletter import DeadLetters
+from homeiq_daemon.delivery import Delivery
+from homeiq_daemon.errors import HomeIQError, StateDirError
+from homeiq_daemon.logs import get_logger
+from homeiq_daemon.pipeline import Pipeline
+from homeiq_daemon.scheduler import Scheduler
+from homeiq_daemon.sink import BatchWriter
+from homeiq_daemon.spool import Spool
+from homeiq_daemon.stats import Stats
+from homeiq_daemon.store.history import HistoryStore
+
+log = get_logger("homeiq.app")
+
+
+def prepare_state_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StateDirError(f"state_dir: cannot write to {path}: {exc.strerror or exc}") from None
+
+
+class App:
+    def __init__(self, settings: Settings, *, exit_when_sources_done: bool = False) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.exit_when_sources_done = exit_when_sources_done
+        self.stop_requested = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.writer: BatchWriter | None = None
+        self.history: HistoryStore | None = None
+        self.delivery: Delivery | None = None
+        self.pipeline: Pipeline | None = None
+        self.scheduler = Scheduler(self.stats)
+        self._tasks: dict[asyncio.Task[Any], str] = {}
+        self._source_tasks: set[asyncio.Task[Any]] = set()
+        self.on_ready: list[Callable[[], None]] = []
+        self.on_stopping: list[Callable[[float], None]] = []
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def _build_writer(self) -> BatchWriter:
+        s = self.settings
+        if s.uses_influxdb:
+            from homeiq_daemon.influx import InfluxWriter  # noqa: PLC0415 - only when InfluxDB is configured
+
+            return InfluxWriter(s.influxdb, DeadLetters(s.state_dir / "deadletter"), self.stats)
+        self.history = HistoryStore(s.history_db_path, retention_days=s.history.retention_days)
+        self.stats.sink_state = "embedded"
+        return self.history
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, source: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks[task] = name
+        if source:
+            self._source_tasks.add(task)
+        return task
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    # --- running ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        prepare_state_dir(s.state_dir)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+        self.writer = self._build_writer()
+        await self.writer.start()
+        await self.writer.ensure_database()
+        spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes,
+                      fsync=s.spool.fsync)
+        self.delivery = Delivery(self.writer, spool, s, self.stats)
+        self.pipeline = Pipeline(s, self.stats, self.delivery)
+        if self.stats.sink_state != "embedded":
+            self.stats.sink_state = "up"
+        self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer")
+        self._spawn(self.delivery.run_spooler(), "homeiq-delivery-spooler")
+        log.info("homeiq.starting", sink=self.writer.describe, state_dir=str(s.state_dir),
+                 pid=os.getpid(), batch_size=s.batch.size, flush_interval_s=s.batch.flush_interval_s)
+
+        ha_source = None
+        if s.home_assistant.url:
+            from homeiq_daemon.sources.homeassistant import HomeAssistantSource  # noqa: PLC0415
+
+            ha_source = HomeAssistantSource(s.home_assistant, self.pipeline, self.stats)
+            self._spawn(ha_source.run(), "homeiq-source-ha", source=True)
+        if s.replay.path is not None:
+            from homeiq_daemon.sources.replay import ReplaySource  # noqa: PLC0415
+
+            replay = ReplaySource(s.replay.path, self.pipeline, self.stats, speed=s.replay.speed,
+                                  shift_to_now=s.replay.shift_to_now)
+            self._spawn(replay.run(), "homeiq-source-replay", source=True)
+        if not self._source_tasks:
+            log.warning("homeiq.no_source", hint="set home_assistant.url and token, or run with --replay FILE")
+
+        if self.history is not None:
+            history = self.history
+            self.scheduler.every("history_retention", 3600.0, history.apply_retention, run_at_start=True)
+        self.scheduler.every("stats_log", 300.0, self._log_stats)
+        self._spawn(self.scheduler.run(), "homeiq-scheduler")
+
+        if ha_source is not None:
+            await self._wait_first_connection(ha_source.first_connection)
+        self.ready.set()
+        for callback in self.on_ready:
+            callback()
+        error = await self._supervise()
+        await self._shutdown()
+        if error is not None:
+            raise error
+
+    async def _wait_first_connection(self, connected: asyncio.Event) -> None:
+        """READY means connected, unless HA is down at boot: then we are ready to take events anyway."""
+        waiter = asyncio.ensure_future(connected.wait())
+        stop = asyncio.ensure_future(self.stop_requested.wait())
+        tasks = set(self._tasks)
+        await asyncio.wait({waiter, stop, *tasks}, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stop.cancel()
+
+    async def _supervise(self) -> BaseException | None:
+        stop_waiter = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            while True:
+                watched = set(self._tasks)
+                await asyncio.wait({stop_waiter, *watched}, return_when=asyncio.FIRST_COMPLETED)
+                if stop_waiter in done:
+                    log.info("homeiq.stopping", reason="signal")
+                    return None
+                for task in done:
+                    name = self._tasks.pop(task)
+                    source = task in self._source_tasks
+                    self._source_tasks.discard(task)
+                    if task.cancelled():
+                        continue
+                    exc = task.exception()
+                    if exc is not None:
+                        if isinstance(exc, HomeIQError):
+                            log.error("homeiq.fatal", task=name, error=str(exc))
+                        else:
+                            log.error("homeiq.task_crashed", task=name, error=repr(exc), exc_info=exc)
+                        return exc
+                    if source and not self._source_tasks and self.exit_when_sources_done:
+                        log.info("homeiq.stopping", reason="sources finished")
+                        return None
+        finally:
+            stop_waiter.cancel()
+
+    async def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        for callback in self.on_stopping:
+            callback(self.settings.shutdown_timeout_s)
+        for task in list(self._source_tasks):
+            task.cancel()
+        await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        if self.pipeline is not None:
+            self.pipeline.flush()
+        if self.delivery is not None:
+            await self.delivery.stop(deadline)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.delivery is not None:
+            self.delivery.close()
+        if self.writer is not None:
+            await self.writer.close()
+        st = self.stats
+        log.info("homeiq.stopped", points_written=st.points_written, spooled_points=st.spool_points,
+                 events=sum(st.events_received.values()))
+
+    async def _log_stats(self) -> None:
+        st = self.stats
+        log.info("pipeline.stats", events=sum(st.events_received.values()), points_written=st.points_written,
+                 dropped=sum(st.points_dropped.values()), sink=st.sink_state, hub=st.hub_state,
+                 spool_points=st.spool_points, spool_bytes=st.spool_bytes,
+                 flush_avg_ms=round((st.flush.average_s or 0) * 1000, 1))

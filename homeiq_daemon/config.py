@@ -1,0 +1,417 @@
+"""Configuration: typed settings from defaults < TOML file < systemd credentials < environment.
+
+* Environment variables: ``HOMEIQ_<SECTION>__<SETTING>``, e.g. ``HOMEIQ_INFLUXDB__URL``.
+* TOML file: ``--config PATH``, else ``$HOMEIQ_CONFIG``, else ``$CONFIGURATION_DIRECTORY/homeiq.toml``
+  (systemd's ConfigurationDirectory=), else ``/etc/homeiq/homeiq.toml`` when present.
+* Secrets: any secret can be set as above, or put in a file under ``$CREDENTIALS_DIRECTORY`` (systemd's
+  LoadCredential=) named after the credential (see ``CREDENTIAL_FILES``).
+
+``config/homeiq.example.toml`` documents every setting with its default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from homeiq_daemon.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/homeiq/homeiq.toml")
+MiB = 1024 * 1024
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+# Credential file name under $CREDENTIALS_DIRECTORY -> dotted setting it fills.
+CREDENTIAL_FILES: dict[str, str] = {
+    "ha_token": "home_assistant.token",
+    "influxdb_token": "influxdb.token",
+    "influxdb_password": "influxdb.password",
+    "http_token": "http.token",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HomeAssistantSettings(_Section):
+    url: str | None = None
+    """Base URL of Home Assistant (http://host:8123) or its WebSocket URL (ws://host:8123/api/websocket)."""
+    token: SecretStr | None = None
+    verify_ssl: bool = True
+    connect_timeout_s: PositiveSeconds = 15.0
+    heartbeat_interval_s: PositiveSeconds = 20.0
+    heartbeat_timeout_s: PositiveSeconds = 10.0
+    reconnect_initial_s: PositiveSeconds = 1.0
+    reconnect_max_s: PositiveSeconds = 60.0
+    max_message_bytes: int = Field(default=64 * MiB, ge=MiB, le=1024 * MiB)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+            raise ValueError("must look like http://homeassistant.local:8123 (or ws://…/api/websocket)")
+        return value
+
+    @property
+    def websocket_url(self) -> str:
+        assert self.url is not None
+        parts = urlsplit(self.url)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        path = parts.path.rstrip("/")
+        if not path.endswith("/api/websocket"):
+            path = path + "/api/websocket"
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class InfluxDBSettings(_Section):
+    url: str | None = None
+    """InfluxDB base URL, e.g. http://localhost:8086. Unset: points go to the embedded history store."""
+    api_version: Literal[1, 2] = 1
+    database: str = Field(default="home_assistant", min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    create_database: bool = True
+    gzip: bool = True
+    verify_ssl: bool = True
+    timeout_s: PositiveSeconds = 10.0
+    write_attempts: int = Field(default=3, ge=1, le=20)
+    """Attempts for one batch before InfluxDB is considered down and batches go to the spool."""
+    retry_max_s: PositiveSeconds = 30.0
+    """Longest wait between attempts to reach InfluxDB again while it is down."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://localhost:8086")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_version(self) -> InfluxDBSettings:
+        if self.url and self.api_version == 2:
+            if not self.org or not self.bucket:
+                raise ValueError("api_version 2 needs org and bucket")
+            if self.token is None:
+                raise ValueError("api_version 2 needs token")
+        return self
+
+
+class BatchSettings(_Section):
+    size: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval_s: PositiveSeconds = 5.0
+    max_pending_batches: int = Field(default=8, ge=1, le=1000)
+    """Full batches kept in memory while a write is in flight; more go to the spool on disk."""
+
+
+class SpoolSettings(_Section):
+    max_bytes: int = Field(default=512 * MiB, ge=MiB)
+    segment_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    fsync: bool = True
+    """fsync each spooled batch, so a power cut loses at most the batch being built in memory."""
+
+
+class HistorySettings(_Section):
+    retention_days: float = Field(default=30.0, gt=0)
+
+
+class EntityFilterSettings(_Section):
+    domains: list[str] = []
+    entities: list[str] = []
+    entity_globs: list[str] = []
+
+
+class EntityCustomization(_Section):
+    override_measurement: str | None = None
+    ignore_attributes: list[str] = []
+
+
+class MappingSettings(_Section):
+    """How a state becomes a point. Names and defaults follow Home Assistant's InfluxDB integration."""
+
+    measurement_attr: Literal["unit_of_measurement", "domain__device_class", "entity_id"] = (
+        "unit_of_measurement"
+    )
+    default_measurement: str | None = None
+    override_measurement: str | None = None
+    tags: dict[str, str] = {}
+    tags_attributes: list[str] = []
+    ignore_attributes: list[str] = []
+    include: EntityFilterSettings = EntityFilterSettings()
+    exclude: EntityFilterSettings = EntityFilterSettings()
+    component_config: dict[str, EntityCustomization] = {}
+    component_config_domain: dict[str, EntityCustomization] = {}
+    component_config_glob: dict[str, EntityCustomization] = {}
+    area_tag: bool = False
+    """Add an ``area`` tag from the metadata store (a Grafana helper; off by default like HA)."""
+    device_tag: bool = False
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "journal", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    token: SecretStr | None = None
+
+
+class ReplaySettings(_Section):
+    path: Path | None = None
+    speed: float = Field(default=0.0, ge=0)
+    """0 replays as fast as the pipeline takes it; 1.0 keeps the recorded pacing; 10 is ten times faster."""
+    shift_to_now: bool = False
+    """Move all timestamps so the last recorded event lands at the present (demos, retention)."""
+
+
+def _default_state_dir() -> Path:
+    systemd_dir = os.environ.get("STATE_DIRECTORY")
+    if systemd_dir:
+        return Path(systemd_dir.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/homeiq")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "homeiq"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOMEIQ_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    shutdown_timeout_s: PositiveSeconds = 20.0
+    """Upper bound for the flush at SIGTERM; keep it below systemd's TimeoutStopSec."""
+    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    influxdb: InfluxDBSettings = InfluxDBSettings()
+    batch: BatchSettings = BatchSettings()
+    spool: SpoolSettings = SpoolSettings()
+    history: HistorySettings = HistorySettings()
+    mapping: MappingSettings = MappingSettings()
+    log: LogSettings = LogSettings()
+    http: HttpSettings = HttpSettings()
+    replay: ReplaySettings = ReplaySettings()
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> Settings:
+        if self.home_assistant.url and self.home_assistant.token is None:
+            raise ValueError(
+                "home_assistant.token is required when home_assistant.url is set "
+                "(or put it in $CREDENTIALS_DIRECTORY/ha_token)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _CredentialsSource(settings_cls),
+            _TomlSource(settings_cls),
+        )
+
+    @cached_property
+    def history_db_path(self) -> Path:
+        return self.state_dir / "history.db"
+
+    @cached_property
+    def store_db_path(self) -> Path:
+        return self.state_dir / "homeiq.db"
+
+    @property
+    def uses_influxdb(self) -> bool:
+        return self.influxdb.url is not None
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+_toml_path: Path | None = None
+
+
+def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        if _toml_path is None:
+            return {}
+        try:
+            with _toml_path.open("rb") as fh:
+                return tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {_toml_path} does not exist") from None
+        except PermissionError:
+            raise ConfigError(f"config file {_toml_path} is not readable by this user") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {_toml_path}: {exc}") from None
+
+
+class _CredentialsSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        found: dict[str, Any] = {}
+        if not directory:
+            return found
+        for name, dotted in CREDENTIAL_FILES.items():
+            path = Path(directory) / name
+            try:
+                value = path.read_text().strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ConfigError(f"credential {path}: {exc.strerror}") from None
+            if value:
+                _set_nested(found, dotted, value)
+        return found
+
+
+def resolve_config_path(explicit: str | Path | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("HOMEIQ_CONFIG")
+    if env:
+        return Path(env)
+    systemd_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if systemd_dir:
+        candidate = Path(systemd_dir.split(":")[0]) / "homeiq.toml"
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        message = "unknown setting (check the spelling against config/homeiq.example.toml)"
+    elif kind == "missing":
+        message = "required setting is missing"
+    return f"{loc}: {message}" if loc else message
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings. Raises ConfigError with one line that names the setting."""
+    global _toml_path  # noqa: PLW0603 - pydantic-settings instantiates sources itself; this is how we pass the path
+    _toml_path = resolve_config_path(config_path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = f" (in {_toml_path})" if _toml_path else ""
+        more = len(exc.errors()) - 1
+        suffix = f" [and {more} more]" if more else ""
+        raise ConfigError(f"{_describe(dict(first))}{suffix}{where}") from None
+    finally:
+        _toml_path = None
+
+
+def redacted_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets shown as '**********' (set) or None (unset)."""
+    return settings.model_dump(mode="json")
+
+
+# --- entity filter (same semantics as Home Assistant's include/exclude filter) --------------------------
+
+
+def _glob_regex(globs: list[str]) -> re.Pattern[str] | None:
+    if not globs:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+class EntityFilter:
+    """Home Assistant's include/exclude rules (helpers/entityfilter.py), so a user's existing config keeps
+    its meaning. Entity lists win over globs, globs over domains; see the six cases in the docs."""
+
+    def __init__(self, include: EntityFilterSettings, exclude: EntityFilterSettings) -> None:
+        self._inc_e = frozenset(include.entities)
+        self._inc_d = frozenset(include.domains)
+        self._inc_g = _glob_regex(include.entity_globs)
+        self._exc_e = frozenset(exclude.entities)
+        self._exc_d = frozenset(exclude.domains)
+        self._exc_g = _glob_regex(exclude.entity_globs)
+        self._have_include = bool(self._inc_e or self._inc_d or self._inc_g)
+        self._have_exclude = bool(self._exc_e or self._exc_d or self._exc_g)
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, entity_id: str) -> bool:
+        result = self._cache.get(entity_id)
+        if result is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            result = self._cache[entity_id] = self._decide(entity_id)
+        return result
+
+    def _decide(self, entity_id: str) -> bool:
+        domain = entity_id.partition(".")[0]
+        inc_g = bool(self._inc_g and self._inc_g.match(entity_id))
+        exc_g = bool(self._exc_g and self._exc_g.match(entity_id))
+        if not self._have_include and not self._have_exclude:
+            return True
+        if self._have_include and not self._have_exclude:
+            return entity_id in self._inc_e or domain in self._inc_d or inc_g
+        if not self._have_include and self._have_exclude:
+            return not (entity_id in self._exc_e or domain in self._exc_d or exc_g)
+        if self._inc_d or self._inc_g:
+            if entity_id in self._inc_e:
+                return True
+            if entity_id in self._exc_e:
+                return False
+            if inc_g:
+                return True
+            if exc_g:
+                return False
+            return domain in self._inc_d
+        if self._exc_d or self._exc_g:
+            if entity_id in self._inc_e:
+                return True
+            if entity_id in self._exc_e:
+                return False
+            return not (exc_g or domain in self._exc_d)
+        return entity_id in self._inc_e

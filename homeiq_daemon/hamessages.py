@@ -1,0 +1,130 @@
+"""Home Assistant WebSocket API messages: parse what HA sends, build what we send. Pure code, no sockets.
+
+Reference: https://developers.home-assistant.io/docs/api/websocket/ . HA may pack several messages into
+one frame as a JSON array once the ``coalesce_messages`` feature is on; ``decode_frame`` handles both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from homeiq_daemon.errors import ProtocolError
+from homeiq_daemon.model import EntityState, Origin, StateChange, iso_to_ns
+
+Message = dict[str, Any]
+
+# Entity ids are "domain.object_id"; HA itself allows [a-z0-9_] only, we accept any non-empty parts so
+# that a future HA or a custom integration cannot make us drop data, but we bound the length.
+MAX_ENTITY_ID_LEN = 255
+
+
+def decode_frame(data: str | bytes) -> list[Message]:
+    """Decode one WebSocket text frame into its messages. Raises ProtocolError when malformed."""
+    try:
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if isinstance(decoded, dict):
+        return [decoded]
+    if isinstance(decoded, list):
+        if not all(isinstance(item, dict) for item in decoded):
+            raise ProtocolError("coalesced frame holds a non-object")
+        return decoded
+    raise ProtocolError(f"frame is a JSON {type(decoded).__name__}, not an object")
+
+
+def parse_state(obj: object) -> EntityState:
+    """Validate one HA state object (as in ``get_states`` results and ``state_changed`` events)."""
+    if not isinstance(obj, dict):
+        raise ProtocolError("state is not an object")
+    entity_id = obj.get("entity_id")
+    state = obj.get("state")
+    attributes = obj.get("attributes", {})
+    last_updated = obj.get("last_updated")
+    last_changed = obj.get("last_changed", last_updated)
+    if not isinstance(entity_id, str) or not 2 < len(entity_id) <= MAX_ENTITY_ID_LEN:
+        raise ProtocolError(f"bad entity_id {str(entity_id)[:80]!r}")
+    domain, dot, object_id = entity_id.partition(".")
+    if not dot or not domain or not object_id:
+        raise ProtocolError(f"entity_id {entity_id[:80]!r} is not domain.object_id")
+    if not isinstance(state, str):
+        raise ProtocolError(f"{entity_id}: state is not a string")
+    if not isinstance(attributes, dict):
+        raise ProtocolError(f"{entity_id}: attributes is not an object")
+    if not isinstance(last_updated, str):
+        raise ProtocolError(f"{entity_id}: last_updated missing")
+    try:
+        last_updated_ns = iso_to_ns(last_updated)
+    except ValueError:
+        raise ProtocolError(f"{entity_id}: last_updated {last_updated[:40]!r} is not ISO 8601") from None
+    if not isinstance(last_changed, str):
+        last_changed = last_updated
+    return EntityState(entity_id, state, attributes, last_changed, last_updated, last_updated_ns)
+
+
+def parse_state_changed(data: object, origin: Origin = "live") -> StateChange:
+    """The ``data`` of a ``state_changed`` event -> StateChange."""
+    if not isinstance(data, dict):
+        raise ProtocolError("state_changed data is not an object")
+    entity_id = data.get("entity_id")
+    new_raw = data.get("new_state")
+    old_raw = data.get("old_state")
+    new_state = parse_state(new_raw) if new_raw is not None else None
+    old_state = None
+    if old_raw is not None:
+        try:
+            old_state = parse_state(old_raw)
+        except ProtocolError:
+            old_state = None  # the old state is informational; a bad one must not cost the new one
+    if not isinstance(entity_id, str):
+        if new_state is None:
+            raise ProtocolError("state_changed without entity_id")
+        entity_id = new_state.entity_id
+    return StateChange(entity_id, new_state, old_state, origin)
+
+
+class CommandIds:
+    """Message ids for one connection: strictly increasing, starting at 1 (HA closes on a reused id)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def take(self) -> int:
+        value = self._next
+        self._next += 1
+        return value
+
+
+# HA closes the connection on binary frames: everything we send is a text frame.
+
+
+def auth(token: str) -> str:
+    return orjson.dumps({"type": "auth", "access_token": token}).decode()
+
+
+def command(msg_id: int, msg_type: str, **payload: Any) -> str:
+    return orjson.dumps({"id": msg_id, "type": msg_type, **payload}).decode()
+
+
+def supported_features(msg_id: int) -> str:
+    return command(msg_id, "supported_features", features={"coalesce_messages": 1})
+
+
+def subscribe_events(msg_id: int, event_type: str) -> str:
+    return command(msg_id, "subscribe_events", event_type=event_type)
+
+
+def state_changed_data(message: Message) -> object | None:
+    """The ``data`` of a state_changed event in any of the forms a recording may hold: a WebSocket
+    ``event`` message, a bare event (``event_type`` + ``data``), or the data object itself."""
+    if message.get("type") == "event" and isinstance(message.get("event"), dict):
+        message = message["event"]
+    if "event_type" in message:
+        return message.get("data") if message.get("event_type") == "state_changed" else None
+    if "new_state" in message or "entity_id" in message:
+        return message
+    return None

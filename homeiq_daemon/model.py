@@ -1,0 +1,59 @@
+"""Plain values that flow through the pipeline: entity states and state changes.
+
+Frozen slotted dataclasses: created once per event on the hot path, so they must be cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+Origin = Literal["live", "snapshot", "gapfill", "replay", "switchbot"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def iso_to_ns(text: str) -> int:
+    """Parse an ISO 8601 timestamp (Home Assistant's format) to integer nanoseconds since the epoch.
+
+    Exact to the microsecond (HA's resolution): integer timedelta arithmetic, no float rounding.
+    A timestamp without an offset is taken as UTC. Raises ValueError on anything else.
+    """
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return ((dt - _EPOCH) // _ONE_US) * 1000
+
+
+def ns_to_iso(time_ns: int) -> str:
+    return (_EPOCH + timedelta(microseconds=time_ns // 1000)).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    entity_id: str
+    state: str
+    attributes: dict[str, Any]
+    last_changed: str
+    last_updated: str
+    last_updated_ns: int
+
+    @property
+    def domain(self) -> str:
+        return self.entity_id.partition(".")[0]
+
+    @property
+    def object_id(self) -> str:
+        return self.entity_id.partition(".")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A new state for one entity, from any source. ``new_state`` None means the entity was removed."""
+
+    entity_id: str
+    new_state: EntityState | None
+    old_state: EntityState | None
+    origin: Origin

@@ -1,0 +1,111 @@
+"""Replay source: feeds recorded ``state_changed`` events from a JSONL file into the pipeline.
+
+Each line is one WebSocket frame as HA sent it (an ``event`` message, or a coalesced array of them), a
+bare event, or the event's ``data``. Bad lines are logged, counted and skipped. With ``speed`` 0 the file
+is fed as fast as the sink takes it (the replay waits when the in-memory queue is full and InfluxDB is up,
+so a long file does not spill to the spool); otherwise the recorded pacing is kept, scaled by ``speed``.
+With ``shift_to_now`` all timestamps move by the same amount so the last event lands at the present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from homeiq_daemon import hamessages
+from homeiq_daemon.errors import ConfigError, ProtocolError
+from homeiq_daemon.logs import get_logger
+from homeiq_daemon.model import EntityState, StateChange, iso_to_ns, ns_to_iso
+from homeiq_daemon.pipeline import Pipeline
+from homeiq_daemon.stats import Stats
+
+log = get_logger("homeiq.replay")
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def iter_changes(path: Path, stats: Stats | None = None) -> Iterator[StateChange]:
+    """Changes in file order; malformed lines are skipped (and counted in ``stats``)."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            try:
+                if len(line) > MAX_LINE_BYTES:
+                    raise ProtocolError("line too long")
+                for message in hamessages.decode_frame(line):
+                    data = hamessages.state_changed_data(message)
+                    if data is None:
+                        continue
+                    yield hamessages.parse_state_changed(data, "replay")
+            except ProtocolError as exc:
+                if stats is not None:
+                    stats.malformed_messages["replay"] += 1
+                log.warning("replay.line_skipped", file=str(path), line=number, reason=str(exc)[:200])
+
+
+def _shift(state: EntityState | None, delta_ns: int) -> EntityState | None:
+    if state is None or not delta_ns:
+        return state
+    updated = state.last_updated_ns + delta_ns
+    try:
+        changed = ns_to_iso(iso_to_ns(state.last_changed) + delta_ns)
+    except ValueError:
+        changed = ns_to_iso(updated)
+    return dataclasses.replace(state, last_updated=ns_to_iso(updated), last_changed=changed,
+                               last_updated_ns=updated)
+
+
+class ReplaySource:
+    def __init__(self, path: Path, pipeline: Pipeline, stats: Stats, *, speed: float = 0.0,
+                 shift_to_now: bool = False) -> None:
+        if not path.is_file():
+            raise ConfigError(f"replay.path: {path} is not a readable file")
+        self.path = path
+        self._pipeline = pipeline
+        self._stats = stats
+        self.speed = speed
+        self.shift_to_now = shift_to_now
+        self.done = asyncio.Event()
+        self.replayed = 0
+
+    def _delta_ns(self) -> int:
+        if not self.shift_to_now:
+            return 0
+        last = 0
+        for change in iter_changes(self.path):
+            if change.new_state is not None:
+                last = max(last, change.new_state.last_updated_ns)
+        return time.time_ns() - last if last else 0
+
+    async def run(self) -> None:
+        delta = self._delta_ns()
+        delivery = self._pipeline.delivery
+        first_event_ns: int | None = None
+        started = time.monotonic()
+        log.info("replay.started", file=str(self.path), speed=self.speed, shift_to_now=self.shift_to_now)
+        for count, change in enumerate(iter_changes(self.path, self._stats), start=1):
+            if delta:
+                change = StateChange(change.entity_id, _shift(change.new_state, delta),
+                                     _shift(change.old_state, delta), change.origin)
+            if self.speed > 0 and change.new_state is not None:
+                event_ns = change.new_state.last_updated_ns
+                if first_event_ns is None:
+                    first_event_ns = event_ns
+                due = started + (event_ns - first_event_ns) / 1e9 / self.speed
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            elif count % 256 == 0:
+                await delivery.wait_for_room()
+                await asyncio.sleep(0)  # let the writer and the HTTP server run
+            self._pipeline.submit(change)
+            self.replayed = count
+        self._pipeline.flush()
+        log.info("replay.finished", file=str(self.path), events=self.replayed,
+                 seconds=round(time.monotonic() - started, 2))
+        self.done.set()

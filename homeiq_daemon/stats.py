@@ -1,0 +1,65 @@
+"""Counters and gauges of the running daemon, as plain attributes.
+
+The hot path increments ints (a Prometheus counter costs a lock per call); the HTTP server exposes these
+through a Prometheus collector at scrape time, /healthz reads them, and the log lines report them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class DurationWindow:
+    """Recent durations (seconds) for averages in /healthz; bounded."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    last_s: float | None = None
+    count: int = 0
+    total_s: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        self.last_s = seconds
+        self.count += 1
+        self.total_s += seconds
+
+    @property
+    def average_s(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+@dataclass(slots=True)
+class Stats:
+    started_at: float = field(default_factory=time.time)
+    events_received: Counter[str] = field(default_factory=Counter)  # by source
+    events_skipped: Counter[str] = field(default_factory=Counter)  # by reason (duplicate, filtered, …)
+    malformed_messages: Counter[str] = field(default_factory=Counter)  # by source
+    last_event_at: float | None = None
+    points_written: int = 0
+    points_dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    batches_written: int = 0
+    batch_points: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+    flush: DurationWindow = field(default_factory=DurationWindow)
+    flush_durations_s: list[float] = field(default_factory=list)  # drained by the metrics collector
+    sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status or error class
+    sink_state: str = "starting"  # up | down | starting | embedded
+    sink_down_since: float | None = None
+    hub_connected: bool = False
+    hub_state: str = "disconnected"
+    reconnects: int = 0
+    spool_bytes: int = 0
+    spool_records: int = 0
+    spool_points: int = 0
+    spool_oldest_ms: int | None = None
+    spool_drained_points: int = 0
+    spool_damaged_bytes: int = 0
+    dead_letter_points: int = 0
+    ticks: DurationWindow = field(default_factory=DurationWindow)
+
+    def record_flush(self, seconds: float) -> None:
+        self.flush.add(seconds)
+        if len(self.flush_durations_s) < 10_000:
+            self.flush_durations_s.append(seconds)

@@ -1,0 +1,1 @@
+"""SQLite, owned here and nowhere else: the embedded history, and (later) metadata and the webhook outbox."""

@@ -1,0 +1,53 @@
+"""Opening SQLite files the same way everywhere: WAL, pragmas, 0600 files, migrations by user_version."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",  # with WAL: durable across process crashes, at most the last commits lost on power cut
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-8192",  # KiB: 8 MiB page cache
+)
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection:
+    """Open (creating with mode 0600) and migrate: ``migrations[i]`` takes user_version i to i+1."""
+    _create_private(path)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        for pragma in PRAGMAS:
+            await conn.execute(pragma)
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for index in range(version, len(migrations)):
+            await conn.executescript(f"BEGIN;\n{migrations[index]}\nPRAGMA user_version={index + 1};\nCOMMIT;")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection for the CLI; safe beside the running daemon thanks to WAL."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn

@@ -1,0 +1,55 @@
+"""Last state seen per entity: drops duplicates and fills the gap after a reconnect. Pure code.
+
+Home Assistant re-emits every entity when it restarts, and a reconnect's ``get_states`` snapshot repeats
+states we already have. A state is new only when its ``last_updated`` moved on; everything else would be a
+duplicate point (InfluxDB would overwrite it, but why write it at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from homeiq_daemon.model import EntityState, Origin, StateChange
+
+
+class StateTracker:
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, EntityState] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def get(self, entity_id: str) -> EntityState | None:
+        return self._last.get(entity_id)
+
+    def accept(self, change: StateChange) -> bool:
+        """Record a live change; False when it repeats (or predates) what we already have."""
+        new = change.new_state
+        if new is None:
+            self._last.pop(change.entity_id, None)
+            return True
+        known = self._last.get(change.entity_id)
+        if known is not None and known.last_updated_ns >= new.last_updated_ns:
+            return False
+        self._last[change.entity_id] = new
+        return True
+
+    def diff_snapshot(self, states: Iterable[EntityState], origin: Origin = "gapfill") -> list[StateChange]:
+        """Changes between what we had and a fresh snapshot; records the snapshot as the new baseline.
+
+        Entities missing from the snapshot are forgotten (not reported as changes: no point to write).
+        """
+        changes: list[StateChange] = []
+        fresh: dict[str, EntityState] = {}
+        for state in states:
+            fresh[state.entity_id] = state
+            known = self._last.get(state.entity_id)
+            if known is None or known.last_updated_ns < state.last_updated_ns:
+                changes.append(StateChange(state.entity_id, state, known, origin))
+            elif known.last_updated_ns > state.last_updated_ns:
+                # A live event newer than the snapshot already arrived: keep it.
+                fresh[state.entity_id] = known
+        self._last = fresh
+        return changes
