@@ -95,16 +95,23 @@ class App:
         self.writer = self._build_writer()
         await self.writer.start()
         await self.writer.ensure_database()
-        spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes,
-                      fsync=s.spool.fsync)
+        spool = Spool(
+            s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
+        )
         self.delivery = Delivery(self.writer, spool, s, self.stats)
         self.pipeline = Pipeline(s, self.stats, self.delivery)
         if self.stats.sink_state != "embedded":
             self.stats.sink_state = "up"
         self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer")
         self._spawn(self.delivery.run_spooler(), "homeiq-delivery-spooler")
-        log.info("homeiq.starting", sink=self.writer.describe, state_dir=str(s.state_dir),
-                 pid=os.getpid(), batch_size=s.batch.size, flush_interval_s=s.batch.flush_interval_s)
+        log.info(
+            "homeiq.starting",
+            sink=self.writer.describe,
+            state_dir=str(s.state_dir),
+            pid=os.getpid(),
+            batch_size=s.batch.size,
+            flush_interval_s=s.batch.flush_interval_s,
+        )
 
         ha_source = None
         if s.home_assistant.url:
@@ -115,8 +122,9 @@ class App:
         if s.replay.path is not None:
             from homeiq_daemon.sources.replay import ReplaySource  # noqa: PLC0415
 
-            replay = ReplaySource(s.replay.path, self.pipeline, self.stats, speed=s.replay.speed,
-                                  shift_to_now=s.replay.shift_to_now)
+            replay = ReplaySource(
+                s.replay.path, self.pipeline, self.stats, speed=s.replay.speed, shift_to_now=s.replay.shift_to_now
+            )
             self._spawn(replay.run(), "homeiq-source-replay", source=True)
         if not self._source_tasks:
             log.warning("homeiq.no_source", hint="set home_assistant.url and token, or run with --replay FILE")
@@ -151,7 +159,7 @@ class App:
         try:
             while True:
                 watched = set(self._tasks)
-                await asyncio.wait({stop_waiter, *watched}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({stop_waiter, *watched}, return_when=asyncio.FIRST_COMPLETED)
                 if stop_waiter in done:
                     log.info("homeiq.stopping", reason="signal")
                     return None
@@ -194,12 +202,23 @@ class App:
         if self.writer is not None:
             await self.writer.close()
         st = self.stats
-        log.info("homeiq.stopped", points_written=st.points_written, spooled_points=st.spool_points,
-                 events=sum(st.events_received.values()))
+        log.info(
+            "homeiq.stopped",
+            points_written=st.points_written,
+            spooled_points=st.spool_points,
+            events=sum(st.events_received.values()),
+        )
 
     async def _log_stats(self) -> None:
         st = self.stats
-        log.info("pipeline.stats", events=sum(st.events_received.values()), points_written=st.points_written,
-                 dropped=sum(st.points_dropped.values()), sink=st.sink_state, hub=st.hub_state,
-                 spool_points=st.spool_points, spool_bytes=st.spool_bytes,
-                 flush_avg_ms=round((st.flush.average_s or 0) * 1000, 1))
+        log.info(
+            "pipeline.stats",
+            events=sum(st.events_received.values()),
+            points_written=st.points_written,
+            dropped=sum(st.points_dropped.values()),
+            sink=st.sink_state,
+            hub=st.hub_state,
+            spool_points=st.spool_points,
+            spool_bytes=st.spool_bytes,
+            flush_avg_ms=round((st.flush.average_s or 0) * 1000, 1),
+        )

@@ -42,18 +42,22 @@ def parse_since(text: str, now_ns: int | None = None) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="homeiq", description="Headless companion daemon for Home Assistant.")
     parser.add_argument("--version", action="version", version=f"homeiq {__version__}")
-    parser.add_argument("--config", metavar="PATH",
-                        help="TOML config file (default: /etc/homeiq/homeiq.toml if present)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="TOML config file (default: /etc/homeiq/homeiq.toml if present)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--replay", metavar="FILE", help="feed recorded state_changed events from a JSONL file")
-    run.add_argument("--replay-speed", type=float, metavar="X",
-                     help="0 = as fast as possible (default), 1 = recorded pace")
-    run.add_argument("--shift-to-now", action="store_true",
-                     help="move replayed timestamps so the last event lands now")
-    run.add_argument("--keep-running", action="store_true",
-                     help="with --replay and no Home Assistant: keep running after the file ends")
+    run.add_argument(
+        "--replay-speed", type=float, metavar="X", help="0 = as fast as possible (default), 1 = recorded pace"
+    )
+    run.add_argument("--shift-to-now", action="store_true", help="move replayed timestamps so the last event lands now")
+    run.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="with --replay and no Home Assistant: keep running after the file ends",
+    )
 
     sub.add_parser("check-config", help="validate the configuration and print it, secrets redacted")
 
@@ -96,8 +100,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
     data = redacted_dict(settings)
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-    sink = (f"InfluxDB {settings.influxdb.url}" if settings.uses_influxdb
-            else f"embedded history in {settings.history_db_path}")
+    sink = (
+        f"InfluxDB {settings.influxdb.url}"
+        if settings.uses_influxdb
+        else f"embedded history in {settings.history_db_path}"
+    )
     source = settings.home_assistant.url or (str(settings.replay.path) if settings.replay.path else "none")
     sys.stderr.write(f"config OK: source={source} sink={sink}\n")
     return EXIT_OK
@@ -119,8 +126,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     for row in rows:
         when = datetime.fromtimestamp(row.time_ns / 1e9, UTC).isoformat(timespec="milliseconds")
         if args.json:
-            out.write(orjson.dumps({"time": when, "entity_id": row.entity_id, "measurement": row.measurement,
-                                    "value": row.value, "state": row.state, "fields": row.fields}).decode() + "\n")
+            out.write(
+                orjson.dumps(
+                    {
+                        "time": when,
+                        "entity_id": row.entity_id,
+                        "measurement": row.measurement,
+                        "value": row.value,
+                        "state": row.state,
+                        "fields": row.fields,
+                    }
+                ).decode()
+                + "\n"
+            )
         else:
             shown = row.state if row.state is not None else row.value
             if row.state is not None and row.value is not None:

@@ -149,9 +149,7 @@ class EntityCustomization(_Section):
 class MappingSettings(_Section):
     """How a state becomes a point. Names and defaults follow Home Assistant's InfluxDB integration."""
 
-    measurement_attr: Literal["unit_of_measurement", "domain__device_class", "entity_id"] = (
-        "unit_of_measurement"
-    )
+    measurement_attr: Literal["unit_of_measurement", "domain__device_class", "entity_id"] = "unit_of_measurement"
     default_measurement: str | None = None
     override_measurement: str | None = None
     tags: dict[str, str] = {}

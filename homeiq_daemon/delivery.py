@@ -190,8 +190,12 @@ class Delivery:
             self._stats.sink_state = "down"
             self._stats.sink_down_since = time.time()
             level = log.error if isinstance(exc, SinkAuthError) else log.warning
-            level("sink.down", sink=self.writer.describe, error=str(exc)[:300],
-                  action="spooling batches to disk until it answers again")
+            level(
+                "sink.down",
+                sink=self.writer.describe,
+                error=str(exc)[:300],
+                action="spooling batches to disk until it answers again",
+            )
         # Everything waiting in memory goes to disk now: memory must not grow with the outage.
         while self._pending:
             self._overflow.appendleft(self._pending.pop())
@@ -214,8 +218,12 @@ class Delivery:
             result = await self.writer.write(body, record.points, gzipped=record.payload if record.gzipped else None)
         except (TransientSinkError, SinkAuthError) as exc:
             if self._down_attempts == 1 or self._down_attempts % 20 == 0:
-                log.info("sink.still_down", error=str(exc)[:200], attempts=self._down_attempts,
-                         spooled_points=self._stats.spool_points)
+                log.info(
+                    "sink.still_down",
+                    error=str(exc)[:200],
+                    attempts=self._down_attempts,
+                    spooled_points=self._stats.spool_points,
+                )
             return
         except (OSError, EOFError, ValueError) as exc:
             log.error("spool.record_unreadable", error=str(exc), points=record.points)
@@ -234,8 +242,13 @@ class Delivery:
         self._stats.sink_state = "up"
         self._stats.sink_down_since = None
         self._refresh_spool_stats()
-        log.info("sink.up", sink=self.writer.describe, down_s=round(down_for, 1),
-                 spooled_points=self._stats.spool_points, action="draining the spool")
+        log.info(
+            "sink.up",
+            sink=self.writer.describe,
+            down_s=round(down_for, 1),
+            spooled_points=self._stats.spool_points,
+            action="draining the spool",
+        )
         self._update_room()
         self._wake_writer.set()
 
@@ -282,8 +295,13 @@ class Delivery:
 
     def _report_damage(self) -> None:
         for damage in self.spool.damage:
-            log.error("spool.damaged", segment=damage.segment, offset=damage.offset,
-                      skipped_bytes=damage.skipped_bytes, reason=damage.reason)
+            log.error(
+                "spool.damaged",
+                segment=damage.segment,
+                offset=damage.offset,
+                skipped_bytes=damage.skipped_bytes,
+                reason=damage.reason,
+            )
         if self._spool_has_data():
             st = self.spool.stats()
             log.info("spool.resuming", spooled_points=st.points, spooled_batches=st.records, bytes=st.bytes)

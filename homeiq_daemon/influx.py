@@ -153,8 +153,11 @@ class InfluxWriter:
                 if ok:
                     log.info("influx.database_created", database=self._settings.database)
                 else:
-                    log.warning("influx.create_database_failed", status=resp.status,
-                                detail=(await resp.text(errors="replace"))[:200])
+                    log.warning(
+                        "influx.create_database_failed",
+                        status=resp.status,
+                        detail=(await resp.text(errors="replace"))[:200],
+                    )
                 return ok
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.warning("influx.create_database_failed", error=str(exc))
@@ -179,8 +182,9 @@ class InfluxWriter:
     async def _isolate(self, body: bytes, points: int, first_error: RejectedBatchError) -> WriteResult:
         """Split a rejected batch until the bad lines are alone; write the rest, dead-letter the bad."""
         lines = [line for line in split_lines(body.decode()) if line]
-        log.warning("influx.batch_rejected", status=first_error.status, points=len(lines),
-                    detail=str(first_error)[:300])
+        log.warning(
+            "influx.batch_rejected", status=first_error.status, points=len(lines), detail=str(first_error)[:300]
+        )
         written, rejected = await self._bisect(lines, first_error)
         # ``points`` from the caller may count lines the encoder skipped; report what we saw.
         del points

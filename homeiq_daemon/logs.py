@@ -72,8 +72,9 @@ def choose_format(settings: LogSettings, stream: TextIO) -> str:
     return "json"
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None,
-                      extra_processors: list[Callable[..., Any]] | None = None) -> str:
+def configure_logging(
+    settings: LogSettings, stream: TextIO | None = None, extra_processors: list[Callable[..., Any]] | None = None
+) -> str:
     """Configure structlog once for the process; returns the format chosen."""
     out = stream or sys.stderr
     fmt = choose_format(settings, out)

@@ -24,8 +24,9 @@ Listener = Callable[[StateChange], None]
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, stats: Stats, delivery: Delivery,
-                 extra_tags: TagSource | None = None) -> None:
+    def __init__(
+        self, settings: Settings, stats: Stats, delivery: Delivery, extra_tags: TagSource | None = None
+    ) -> None:
         self.stats = stats
         self.delivery = delivery
         self.tracker = StateTracker()
@@ -57,8 +58,11 @@ class Pipeline:
             try:
                 listener(change)
             except Exception:  # a listener bug must not stop the time series
-                log.exception("pipeline.listener_failed", listener=getattr(listener, "__qualname__", "?"),
-                              entity_id=change.entity_id)
+                log.exception(
+                    "pipeline.listener_failed",
+                    listener=getattr(listener, "__qualname__", "?"),
+                    entity_id=change.entity_id,
+                )
         new_state = change.new_state
         if new_state is None:
             return

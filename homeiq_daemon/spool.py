@@ -96,8 +96,9 @@ def encode_record(body: bytes, points: int, *, compress: bool, spooled_at_ms: in
 
 
 class Spool:
-    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: bool = True,
-                 compress: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, max_bytes: int, segment_bytes: int, fsync: bool = True, compress: bool = True
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes

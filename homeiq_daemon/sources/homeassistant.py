@@ -185,16 +185,23 @@ class HomeAssistantSource:
         attempt = 0
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.connect_timeout_s)
         connector = aiohttp.TCPConnector(ssl=self._settings.verify_ssl, limit=2)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                         headers={"User-Agent": f"homeiq-daemon/{__version__}"}) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers={"User-Agent": f"homeiq-daemon/{__version__}"}
+        ) as session:
             while True:
                 started = time.monotonic()
                 try:
                     await self._connect_and_serve(session)
                 except AuthError:
                     raise
-                except (ConnectionLost, aiohttp.ClientError, OSError, TimeoutError, ProtocolError,
-                        CommandFailed) as exc:
+                except (
+                    ConnectionLost,
+                    aiohttp.ClientError,
+                    OSError,
+                    TimeoutError,
+                    ProtocolError,
+                    CommandFailed,
+                ) as exc:
                     error = str(exc) or type(exc).__name__
                 finally:
                     self._set_disconnected()
@@ -204,8 +211,7 @@ class HomeAssistantSource:
                 self._stats.reconnects += 1
                 delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._settings.reconnect_max_s)
                 logger = log.warning if attempt == 1 else log.debug
-                logger("ha.disconnected", url=self.url, error=error[:300], retry_in_s=round(delay, 1),
-                       attempt=attempt)
+                logger("ha.disconnected", url=self.url, error=error[:300], retry_in_s=round(delay, 1), attempt=attempt)
                 await asyncio.sleep(delay)
 
     def _set_disconnected(self) -> None:
@@ -216,8 +222,9 @@ class HomeAssistantSource:
     async def _connect_and_serve(self, session: aiohttp.ClientSession) -> None:
         s = self._settings
         self._stats.hub_state = "connecting"
-        async with session.ws_connect(self.url, max_msg_size=s.max_message_bytes, autoping=True,
-                                      timeout=aiohttp.ClientWSTimeout(ws_close=5.0)) as ws:
+        async with session.ws_connect(
+            self.url, max_msg_size=s.max_message_bytes, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+        ) as ws:
             await self._authenticate(ws)
             conn = HAConnection(ws, self._stats)
             reader = asyncio.create_task(conn.read_loop(), name="homeiq-ha-reader")
@@ -276,8 +283,12 @@ class HomeAssistantSource:
         self._stats.hub_connected = True
         self._stats.hub_state = "connected"
         self.connected.set()
-        log.info("ha.connected", url=self.url, entities=len(states),
-                 **{"gap_filled" if origin == "gapfill" else "snapshot_points": emitted})
+        log.info(
+            "ha.connected",
+            url=self.url,
+            entities=len(states),
+            **{"gap_filled" if origin == "gapfill" else "snapshot_points": emitted},
+        )
         self.first_connection.set()
 
     async def _heartbeat(self, conn: HAConnection, reader: asyncio.Task[None]) -> None:

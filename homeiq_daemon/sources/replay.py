@@ -56,13 +56,13 @@ def _shift(state: EntityState | None, delta_ns: int) -> EntityState | None:
         changed = ns_to_iso(iso_to_ns(state.last_changed) + delta_ns)
     except ValueError:
         changed = ns_to_iso(updated)
-    return dataclasses.replace(state, last_updated=ns_to_iso(updated), last_changed=changed,
-                               last_updated_ns=updated)
+    return dataclasses.replace(state, last_updated=ns_to_iso(updated), last_changed=changed, last_updated_ns=updated)
 
 
 class ReplaySource:
-    def __init__(self, path: Path, pipeline: Pipeline, stats: Stats, *, speed: float = 0.0,
-                 shift_to_now: bool = False) -> None:
+    def __init__(
+        self, path: Path, pipeline: Pipeline, stats: Stats, *, speed: float = 0.0, shift_to_now: bool = False
+    ) -> None:
         if not path.is_file():
             raise ConfigError(f"replay.path: {path} is not a readable file")
         self.path = path
@@ -90,8 +90,9 @@ class ReplaySource:
         log.info("replay.started", file=str(self.path), speed=self.speed, shift_to_now=self.shift_to_now)
         for count, change in enumerate(iter_changes(self.path, self._stats), start=1):
             if delta:
-                change = StateChange(change.entity_id, _shift(change.new_state, delta),
-                                     _shift(change.old_state, delta), change.origin)
+                change = StateChange(
+                    change.entity_id, _shift(change.new_state, delta), _shift(change.old_state, delta), change.origin
+                )
             if self.speed > 0 and change.new_state is not None:
                 event_ns = change.new_state.last_updated_ns
                 if first_event_ns is None:
@@ -106,6 +107,7 @@ class ReplaySource:
             self._pipeline.submit(change)
             self.replayed = count
         self._pipeline.flush()
-        log.info("replay.finished", file=str(self.path), events=self.replayed,
-                 seconds=round(time.monotonic() - started, 2))
+        log.info(
+            "replay.finished", file=str(self.path), events=self.replayed, seconds=round(time.monotonic() - started, 2)
+        )
         self.done.set()

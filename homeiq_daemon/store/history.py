@@ -40,8 +40,7 @@ MIGRATIONS = (
 )
 
 _UPSERT = (
-    "INSERT OR REPLACE INTO points (entity_id, measurement, time_ns, value, state, fields) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO points (entity_id, measurement, time_ns, value, state, fields) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -71,14 +70,16 @@ def _rows_from_body(body: bytes) -> tuple[list[tuple[Any, ...]], int]:
         entity_id = f"{domain}.{object_id}" if domain and object_id else parsed.measurement
         value = parsed.fields.get("value")
         state = parsed.fields.get("state")
-        rows.append((
-            entity_id,
-            parsed.measurement,
-            parsed.time_ns if parsed.time_ns is not None else time.time_ns(),
-            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
-            state if isinstance(state, str) else None,
-            orjson.dumps({"tags": parsed.tags, "fields": parsed.fields}).decode(),
-        ))
+        rows.append(
+            (
+                entity_id,
+                parsed.measurement,
+                parsed.time_ns if parsed.time_ns is not None else time.time_ns(),
+                float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+                state if isinstance(state, str) else None,
+                orjson.dumps({"tags": parsed.tags, "fields": parsed.fields}).decode(),
+            )
+        )
     return rows, bad
 
 
