@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Creates .venv (Python >= 3.11) and installs homeiq-daemon into it; with --test also the test tools.
+# Idempotent and quiet when there is nothing to do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PY="$candidate"; break
+    fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "homeiq: needs Python 3.11 or newer (Raspberry Pi OS bookworm ships 3.11: sudo apt install python3 python3-venv)" >&2
+  exit 1
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+stamp=".venv/.installed${extra:+-test}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".${extra}"
+  touch "$stamp"
+fi
