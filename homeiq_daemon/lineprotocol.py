@@ -15,16 +15,16 @@ U+FFFD (REPLACEMENT CHARACTER), so the point is still written and the replacemen
 * a ``#`` at the start of a measurement: InfluxDB reads such a line as a comment.
 
 Tags with an empty key or value are left out (InfluxDB rejects them); fields with an empty key are left
-out. Field keys named ``time`` are written as ``time_`` because InfluxDB rejects a field called ``time``.
-String field values keep control characters except NUL and carriage return, which InfluxDB 1.x does not
-store faithfully; those become U+FFFD as well.
+out. Tag and field keys named ``time`` are written as ``time_`` because InfluxDB drops a point that has
+one. String field values keep every character, control characters and newlines included (checked
+byte-exact against influxd).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 FieldValue = float | int | bool | str
@@ -39,11 +39,11 @@ _BAD_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, ]|$)")
 _BAD_BACKSLASH_KEY = re.compile(r"\\(?=[,= ]|$)")
 _NEEDS_WORK_MEASUREMENT = re.compile(r"[, \\\x00-\x1f\x7f]|^#")
 _NEEDS_WORK_KEY = re.compile(r"[,= \\\x00-\x1f\x7f]")
-_NEEDS_WORK_STRING = re.compile(r'["\\\x00\r]')
+_NEEDS_WORK_STRING = re.compile(r'["\\]')
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\", "\x00": REPLACEMENT, "\r": REPLACEMENT})
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 _CACHE_LIMIT = 65_536
 
@@ -142,7 +142,7 @@ class LineEncoder:
             tag_value = tags[tag_key]
             if not tag_key or not tag_value:
                 continue
-            k = self.key(tag_key)
+            k = self.key("time_" if tag_key == "time" else tag_key)
             v = self.key(tag_value)
             if k and v:
                 parts.append(f"{k}={v}")
@@ -263,24 +263,46 @@ def _parse_field_value(raw: str) -> FieldValue:
         raise LineProtocolError(f"bad field value {raw!r}") from exc
 
 
-def _split_fields(text: str) -> list[str]:
-    """Split the field set at commas outside quoted string values."""
-    parts: list[str] = []
-    start = i = 0
+def _string_spans(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """Walk ``text`` yielding (index, char, inside_string) for every unescaped character.
+
+    A string value opens only at a quote right after an unescaped ``=`` (a quote inside a key is an
+    ordinary character, as InfluxDB reads it); inside it, ``\\"`` and ``\\\\`` are escapes.
+    """
     quoted = False
+    after_equals = False
+    i = start
     n = len(text)
     while i < n:
         ch = text[i]
         if ch == "\\" and i + 1 < n:
             i += 2
+            after_equals = False
             continue
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
+        if quoted:
+            if ch == '"':
+                quoted = False
+            yield i, ch, True
+        else:
+            if ch == '"' and after_equals:
+                quoted = True
+                yield i, ch, True
+            else:
+                yield i, ch, False
+            after_equals = ch == "="
+        i += 1
+
+
+def _split_fields(text: str) -> list[str]:
+    """Split the field set at commas outside string values."""
+    parts: list[str] = []
+    start = 0
+    inside = False
+    for i, ch, inside in _string_spans(text):
+        if ch == "," and not inside:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
-    if quoted:
+    if inside and not text.endswith('"'):
         raise LineProtocolError("unterminated string in field set")
     parts.append(text[start:])
     return parts
@@ -333,20 +355,10 @@ def _split_series(line: str) -> tuple[str, str, str]:
 
 
 def _split_timestamp(rest: str) -> tuple[str, str]:
-    quoted = False
     last_space = -1
-    i = 0
-    n = len(rest)
-    while i < n:
-        ch = rest[i]
-        if ch == "\\" and i + 1 < n:
-            i += 2
-            continue
-        if ch == '"':
-            quoted = not quoted
-        elif ch == " " and not quoted:
+    for i, ch, inside in _string_spans(rest):
+        if ch == " " and not inside:
             last_space = i
-        i += 1
     if last_space < 0:
         return rest, ""
     return rest[:last_space], rest[last_space + 1 :]
@@ -361,27 +373,29 @@ def parse_lines(body: bytes) -> Iterable[ParsedLine]:
 
 
 def split_lines(text: str) -> list[str]:
-    """Split a batch into lines; newlines inside quoted string values do not end a line."""
+    """Split a batch into lines; newlines inside string values do not end a line."""
     if '"' not in text:
         return text.split("\n")
     lines = []
-    start = i = 0
-    quoted = False
+    start = 0
+    pos = 0
     n = len(text)
-    in_fields = False
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n:
-            i += 2
+    while pos < n:
+        # The series part (up to the first unescaped space) cannot hold a string value.
+        end = pos
+        while end < n and text[end] not in " \n":
+            end += 2 if text[end] == "\\" else 1
+        if end >= n or text[end] == "\n":
+            lines.append(text[start:end])
+            start = pos = end + 1
             continue
-        if ch == " ":
-            in_fields = True
-        elif ch == '"' and in_fields:
-            quoted = not quoted
-        elif ch == "\n" and not quoted:
-            lines.append(text[start:i])
-            start = i + 1
-            in_fields = False
-        i += 1
-    lines.append(text[start:])
+        line_end = n
+        for i, ch, inside in _string_spans(text, end):
+            if ch == "\n" and not inside:
+                line_end = i
+                break
+        lines.append(text[start:line_end])
+        start = pos = line_end + 1
+    if start <= n and (not lines or start == n):
+        lines.append(text[start:])
     return lines

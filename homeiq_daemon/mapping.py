@@ -181,11 +181,13 @@ class PointMapper:
             elif isinstance(attr_value, str):
                 number, tail = self._string_number(attr_value)
             else:
-                number, tail = _to_float(attr_value), None
+                number = _to_float(attr_value)
+                tail = None if number is not None else self._string_number(str(attr_value))[1]
             if number is not None:
                 if math.isfinite(number):
                     fields[key] = number
                 continue
+            # Like HA: the text form, plus the number in it (HA applies that to lists and dicts too).
             fields[f"{key}_str"] = attr_value if isinstance(attr_value, str) else str(attr_value)
             if tail is not None and math.isfinite(tail):
                 fields[key] = tail
