@@ -49,6 +49,7 @@ class Stats:
     sink_down_since: float | None = None
     hub_connected: bool = False
     hub_state: str = "disconnected"
+    hub_down_since: float | None = None  # wall time the hub connection was lost (None: up, or never up)
     reconnects: int = 0
     spool_bytes: int = 0
     spool_records: int = 0

@@ -218,6 +218,8 @@ class HomeAssistantSource:
         self.connected.clear()
         self._stats.hub_connected = False
         self._stats.hub_state = "disconnected"
+        if self._stats.hub_down_since is None:
+            self._stats.hub_down_since = time.time()
 
     async def _connect_and_serve(self, session: aiohttp.ClientSession) -> None:
         s = self._settings
@@ -282,6 +284,7 @@ class HomeAssistantSource:
             await hook(conn)
         self._stats.hub_connected = True
         self._stats.hub_state = "connected"
+        self._stats.hub_down_since = None
         self.connected.set()
         log.info(
             "ha.connected",
