@@ -201,6 +201,10 @@ class App:
             self.delivery.close()
         if self.writer is not None:
             await self.writer.close()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
         st = self.stats
         log.info(
             "homeiq.stopped",

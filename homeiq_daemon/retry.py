@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import cast
 
 from tenacity import RetryCallState, wait_exponential_jitter
@@ -14,7 +15,11 @@ class _Attempt:
         self.attempt_number = attempt_number
 
 
+# tenacity 9.2 renamed ``initial`` to ``multiplier``; accept both so older installs keep working.
+_FIRST = "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
+
+
 def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
     """Delay before retry number ``attempt`` (1-based): initial * 2^(attempt-1) plus jitter, capped."""
-    strategy = wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
+    strategy = wait_exponential_jitter(**{_FIRST: initial_s}, max=max_s, jitter=initial_s)
     return float(strategy(cast(RetryCallState, _Attempt(max(1, attempt)))))

@@ -27,7 +27,7 @@ points = st.builds(
 
 
 def _same(stored: object, sent: object) -> bool:
-    if isinstance(sent, bool) or isinstance(sent, str):
+    if isinstance(sent, bool | str):
         return stored == sent
     if isinstance(sent, float):
         return isinstance(stored, int | float) and not isinstance(stored, bool) and float(stored) == sent

@@ -1,0 +1,155 @@
+"""The Home Assistant source against the protocol-exact fake: snapshot, live events, reconnect + gap fill,
+malformed frames, heartbeat, rejected token, large frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from homeiq_daemon.errors import AuthError
+from homeiq_daemon.model import iso_to_ns
+from homeiq_daemon.store.history import read_history
+from tests.support.daemon import running_app, daemon_settings, wait_for
+from tests.support.fake_ha import FakeHomeAssistant
+
+
+def _t(seconds: float) -> str:
+    return (datetime(2026, 11, 20, 12, 0, tzinfo=UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.fixture
+async def fake_ha() -> AsyncIterator[FakeHomeAssistant]:
+    ha = FakeHomeAssistant()
+    ha.set_state("sensor.temp", "20.5", {"unit_of_measurement": "°C"}, _t(0), notify=False)
+    ha.set_state("switch.plug", "on", {}, _t(1), notify=False)
+    await ha.start()
+    try:
+        yield ha
+    finally:
+        await ha.stop()
+
+
+def _history(state_dir: Path, entity_id: str) -> list[tuple[int, float | None, str | None]]:
+    rows = read_history(state_dir / "history.db", entity_id, 0, 2**62)
+    return [(r.time_ns, r.value, r.state) for r in rows]
+
+
+def _settings(tmp_path: Path, ha: FakeHomeAssistant, **ha_overrides: object):  # type: ignore[no-untyped-def]
+    return daemon_settings(tmp_path, home_assistant={"url": ha.url, "token": ha.token, "reconnect_initial_s": 0.1,
+                                                   "reconnect_max_s": 0.5, **ha_overrides})
+
+
+async def test_snapshot_then_live_events(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected)
+        fake_ha.set_state("sensor.temp", "21.0", {"unit_of_measurement": "°C"}, _t(10))
+        fake_ha.set_state("sensor.temp", "21.5", {"unit_of_measurement": "°C"}, _t(11))
+        await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 3)
+    assert _history(tmp_path, "sensor.temp") == [
+        (iso_to_ns(_t(0)), 20.5, None), (iso_to_ns(_t(10)), 21.0, None), (iso_to_ns(_t(11)), 21.5, None)]
+    assert _history(tmp_path, "switch.plug") == [(iso_to_ns(_t(1)), 1.0, "on")]
+    assert fake_ha.protocol_violations == []
+    assert fake_ha.clients == [] or all(c.ids[0] == 1 for c in fake_ha.clients)
+
+
+async def test_reconnect_fills_the_gap_without_duplicates(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected)
+        await fake_ha.drop_connections()
+        # While we are away: one entity changes twice (only the last state survives in HA), one does not.
+        fake_ha.set_state("sensor.temp", "25.0", {"unit_of_measurement": "°C"}, _t(30), notify=False)
+        fake_ha.set_state("sensor.temp", "26.0", {"unit_of_measurement": "°C"}, _t(31), notify=False)
+        await wait_for(lambda: fake_ha.connections >= 2 and app.stats.hub_connected)
+        await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 2)
+        # Live events continue on the new connection.
+        fake_ha.set_state("switch.plug", "off", {}, _t(40))
+        await wait_for(lambda: len(_history(tmp_path, "switch.plug")) == 2)
+        assert app.stats.events_received["gapfill"] == 1
+    assert _history(tmp_path, "sensor.temp") == [(iso_to_ns(_t(0)), 20.5, None), (iso_to_ns(_t(31)), 26.0, None)]
+    assert _history(tmp_path, "switch.plug") == [(iso_to_ns(_t(1)), 1.0, "on"), (iso_to_ns(_t(40)), 0.0, "off")]
+    # Message ids restart at 1 on each connection and strictly increase within it.
+    assert fake_ha.protocol_violations == []
+    first_ids = [c["id"] for c in fake_ha.commands if c.get("type") == "supported_features"]
+    assert first_ids == [1, 1]
+
+
+async def test_malformed_frames_are_counted_and_skipped(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected)
+        sub_id = next(c["id"] for c in fake_ha.commands if c.get("event_type") == "state_changed")
+        for bad in [
+            "this is not json",
+            "[1, 2, 3]",
+            '"just a string"',
+            '{"id": 9999, "type": "event", "event": {"event_type": "state_changed", "data": {}}}',
+            '{"type": "mystery"}',
+            f'{{"id": {sub_id}, "type": "event", "event": {{"event_type": "state_changed", "data": '
+            '{"entity_id": "sensor.x", "new_state": {"entity_id": "nodot", "state": "1", '
+            '"last_updated": "2026-11-20T12:00:00+00:00"}}}}',
+            f'{{"id": {sub_id}, "type": "event", "event": {{"event_type": "state_changed", "data": '
+            '{"entity_id": "sensor.x", "new_state": {"entity_id": "sensor.x", "state": "1", '
+            '"last_updated": "yesterday"}}}}',
+            "\u0000\udcff".encode("utf-8", "surrogatepass"),
+        ]:
+            await fake_ha.send_raw(bad)
+        fake_ha.set_state("sensor.temp", "22.0", {"unit_of_measurement": "°C"}, _t(20))
+        await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 2)
+        assert app.stats.malformed_messages["home_assistant"] >= 7
+        assert app.stats.hub_connected
+        assert fake_ha.connections == 1
+
+
+async def test_rejected_token_stops_without_retrying(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    settings = daemon_settings(tmp_path, home_assistant={"url": fake_ha.url, "token": "wrong",
+                                                       "reconnect_initial_s": 0.05})
+    from homeiq_daemon.app import App
+
+    app = App(settings)
+    with pytest.raises(AuthError, match="rejected the access token"):
+        await asyncio.wait_for(app.run(), timeout=20)
+    await asyncio.sleep(0.5)
+    assert fake_ha.auth_attempts == 1
+
+
+async def test_dead_connection_is_noticed_by_the_heartbeat(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    settings = _settings(tmp_path, fake_ha, heartbeat_interval_s=0.2, heartbeat_timeout_s=0.3)
+    async with running_app(settings) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected)
+        fake_ha.answer_pings = False  # the socket stays open; HA (or the path to it) is hung
+        await wait_for(lambda: fake_ha.connections >= 2, timeout_s=5)
+        fake_ha.answer_pings = True
+        await wait_for(lambda: app.stats.hub_connected)
+        assert app.stats.reconnects >= 1
+
+
+async def test_large_snapshot_frame_over_4_mib(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    blob = "x" * 2000
+    for i in range(3000):  # ~6 MiB get_states result in one frame
+        fake_ha.set_state(f"sensor.bulk_{i}", str(i), {"note": blob}, _t(i % 50), notify=False)
+    async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected, timeout_s=20)
+        await wait_for(lambda: len(_history(tmp_path, "sensor.bulk_2999")) == 1, timeout_s=20)
+
+
+async def test_starts_while_home_assistant_is_down(tmp_path: Path) -> None:
+    ha = FakeHomeAssistant()
+    await ha.start()
+    port = ha.port
+    await ha.stop()  # the port is free again: connections are refused
+    settings = daemon_settings(tmp_path, home_assistant={"url": f"http://127.0.0.1:{port}", "token": ha.token,
+                                                       "reconnect_initial_s": 0.1, "reconnect_max_s": 0.3})
+    late = FakeHomeAssistant()
+    late.set_state("sensor.temp", "19.0", {"unit_of_measurement": "°C"}, _t(5), notify=False)
+    try:
+        async with running_app(settings) as (app, _):
+            await asyncio.sleep(0.5)
+            assert not app.stats.hub_connected
+            await late.start(port=port)
+            await wait_for(lambda: app.stats.hub_connected, timeout_s=10)
+            await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 1)
+    finally:
+        await late.stop()
