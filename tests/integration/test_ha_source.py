@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from homeiq_daemon.app import App
 from homeiq_daemon.errors import AuthError
 from homeiq_daemon.model import iso_to_ns
 from homeiq_daemon.store.history import read_history
-from tests.support.daemon import running_app, daemon_settings, wait_for
+from tests.support.daemon import daemon_settings, running_app, wait_for
 from tests.support.fake_ha import FakeHomeAssistant
 
 
@@ -106,8 +107,6 @@ async def test_malformed_frames_are_counted_and_skipped(tmp_path: Path, fake_ha:
 async def test_rejected_token_stops_without_retrying(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
     settings = daemon_settings(tmp_path, home_assistant={"url": fake_ha.url, "token": "wrong",
                                                        "reconnect_initial_s": 0.05})
-    from homeiq_daemon.app import App
-
     app = App(settings)
     with pytest.raises(AuthError, match="rejected the access token"):
         await asyncio.wait_for(app.run(), timeout=20)
