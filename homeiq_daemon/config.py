@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from homeiq_daemon.errors import ConfigError
+from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
 DEFAULT_CONFIG_PATH = Path("/etc/homeiq/homeiq.toml")
 MiB = 1024 * 1024
@@ -216,6 +217,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     http: HttpSettings = HttpSettings()
     replay: ReplaySettings = ReplaySettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Settings:
@@ -304,6 +306,12 @@ class _CredentialsSource(PydanticBaseSettingsSource):
                 raise ConfigError(f"credential {path}: {exc.strerror}") from None
             if value:
                 _set_nested(found, dotted, value)
+        try:  # webhook_<target or rule name>: that webhook target's secret (see webhooks/config.py)
+            webhook_secrets = read_credentials(Path(directory))
+        except OSError as exc:
+            raise ConfigError(f"credential {exc.filename}: {exc.strerror}") from None
+        if webhook_secrets:
+            _set_nested(found, f"webhooks.{CREDENTIALS_KEY}", webhook_secrets)
         return found
 
 
@@ -322,14 +330,23 @@ def resolve_config_path(explicit: str | Path | None) -> Path | None:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+    loc = ""
+    for part in error.get("loc", ()):
+        if part == "__root__":
+            continue
+        loc += f"[{part}]" if isinstance(part, int) else f".{part}" if loc else str(part)
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
+    if message.startswith("@"):  # "@rules[2].target: …": a section's validator naming its sub-setting
+        sub, _, message = message[1:].partition(": ")
+        loc = f"{loc}.{sub}" if loc else sub
     kind = error.get("type")
     if kind == "extra_forbidden":
         message = "unknown setting (check the spelling against config/homeiq.example.toml)"
     elif kind == "missing":
         message = "required setting is missing"
+    elif kind in ("float_parsing", "float_type"):
+        message = "must be a number"
     return f"{loc}: {message}" if loc else message
 
 
