@@ -23,6 +23,7 @@ from homeiq_daemon.deadletter import DeadLetters
 from homeiq_daemon.delivery import Delivery
 from homeiq_daemon.errors import HomeIQError, StateDirError
 from homeiq_daemon.logs import get_logger
+from homeiq_daemon.metadata_service import MetadataService
 from homeiq_daemon.pipeline import Pipeline
 from homeiq_daemon.scheduler import Scheduler
 from homeiq_daemon.sink import BatchWriter
@@ -55,6 +56,8 @@ class App:
         self.delivery: Delivery | None = None
         self.pipeline: Pipeline | None = None
         self.scheduler = Scheduler(self.stats)
+        self.metadata = MetadataService(settings, self.stats)  # store, registry sync, HTTP API
+        self.metrics = self.metadata.metrics  # register more collectors here
         self._tasks: dict[asyncio.Task[Any], str] = {}
         self._source_tasks: set[asyncio.Task[Any]] = set()
         self.on_ready: list[Callable[[], None]] = []
@@ -95,11 +98,13 @@ class App:
         self.writer = self._build_writer()
         await self.writer.start()
         await self.writer.ensure_database()
+        await self.metadata.start(self.history)
         spool = Spool(
             s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
         )
         self.delivery = Delivery(self.writer, spool, s, self.stats)
-        self.pipeline = Pipeline(s, self.stats, self.delivery)
+        self.pipeline = Pipeline(s, self.stats, self.delivery, self.metadata.extra_tags)
+        self.metadata.attach_pipeline(self.pipeline)
         if self.stats.sink_state != "embedded":
             self.stats.sink_state = "up"
         self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer")
@@ -118,6 +123,7 @@ class App:
             from homeiq_daemon.sources.homeassistant import HomeAssistantSource  # noqa: PLC0415
 
             ha_source = HomeAssistantSource(s.home_assistant, self.pipeline, self.stats)
+            self.metadata.attach_source(ha_source)
             self._spawn(ha_source.run(), "homeiq-source-ha", source=True)
         if s.replay.path is not None:
             from homeiq_daemon.sources.replay import ReplaySource  # noqa: PLC0415
@@ -133,6 +139,7 @@ class App:
             history = self.history
             self.scheduler.every("history_retention", 3600.0, history.apply_retention, run_at_start=True)
         self.scheduler.every("stats_log", 300.0, self._log_stats)
+        self.metadata.schedule(self.scheduler, self._spawn)
         self._spawn(self.scheduler.run(), "homeiq-scheduler")
 
         if ha_source is not None:
@@ -199,6 +206,7 @@ class App:
         self._tasks.clear()
         if self.delivery is not None:
             self.delivery.close()
+        await self.metadata.stop()
         if self.writer is not None:
             await self.writer.close()
         loop = asyncio.get_running_loop()

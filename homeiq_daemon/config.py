@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 import re
 import tomllib
@@ -176,6 +177,34 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     token: SecretStr | None = None
+    """Bearer token for /api/*; required when ``host`` is not a loopback address."""
+    max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    """Largest ``limit`` a list endpoint serves; a larger one is served as this."""
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> HttpSettings:
+        if self.enabled and self.token is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"@host: {self.host!r} is not a loopback address; set http.token (or the http_token credential) "
+                "so /api/* needs it, or bind to 127.0.0.1"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything: treat it as exposed
+
+
+class MetadataSettings(_Section):
+    state_flush_interval_s: PositiveSeconds = 5.0
+    """How often changed entity states are written to the metadata store (one transaction each time)."""
+    registry_refresh_delay_s: float = Field(default=1.0, ge=0, le=60)
+    """Wait after a registry event before fetching, so a burst of events costs one round trip."""
 
 
 class ReplaySettings(_Section):
@@ -216,6 +245,7 @@ class Settings(BaseSettings):
     mapping: MappingSettings = MappingSettings()
     log: LogSettings = LogSettings()
     http: HttpSettings = HttpSettings()
+    metadata: MetadataSettings = MetadataSettings()
     replay: ReplaySettings = ReplaySettings()
     webhooks: WebhookSettings = WebhookSettings()
 

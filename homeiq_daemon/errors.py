@@ -68,3 +68,7 @@ class SinkAuthError(SinkError):
     def __init__(self, message: str, *, status: int):
         super().__init__(message)
         self.status = status
+
+
+class HistoryUnavailable(HomeIQError):
+    """The time-series backend could not answer a history query (the API answers 502)."""

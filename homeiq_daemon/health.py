@@ -62,7 +62,7 @@ def evaluate(
     *,
     hub_configured: bool,
     spool_max_bytes: int,
-    limits: HealthThresholds = HealthThresholds(),  # noqa: B008 - frozen, so one shared default is safe
+    limits: HealthThresholds = HealthThresholds(),  # frozen, so one shared default is safe
 ) -> HealthReport:
     critical: list[str] = []
     degraded: list[str] = []

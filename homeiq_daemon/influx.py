@@ -1,4 +1,5 @@
-"""InfluxDB writer: the only module that talks to InfluxDB (1.x ``/write``, 2.x ``/api/v2/write``).
+"""InfluxDB writer: the only module that talks to InfluxDB (1.x ``/write``, 2.x ``/api/v2/write``; and
+``/query`` for the API's history reads, at the end of this file).
 
 One call writes one batch body. Transient failures (connection errors, timeouts, 5xx, 429 with
 ``Retry-After``) are retried a few times with exponential backoff and jitter, then raised as
@@ -13,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from homeiq_daemon.config import InfluxDBSettings
 from homeiq_daemon.deadletter import DeadLetters
-from homeiq_daemon.errors import RejectedBatchError, SinkAuthError, TransientSinkError
+from homeiq_daemon.errors import HistoryUnavailable, RejectedBatchError, SinkAuthError, TransientSinkError
 from homeiq_daemon.lineprotocol import split_lines
 from homeiq_daemon.logs import get_logger
+from homeiq_daemon.model import ns_to_iso
 from homeiq_daemon.retry import backoff_delay
 from homeiq_daemon.sink import WriteResult
 from homeiq_daemon.stats import Stats
@@ -210,3 +214,127 @@ class InfluxWriter:
                 written += len(half)
             await asyncio.sleep(0)
         return written, rejected
+
+
+# --- reading: InfluxQL over HTTP (/query), for the API's history endpoint ------------------------------
+
+
+def influxql_string(value: str) -> str:
+    """A single-quoted InfluxQL string literal. InfluxQL's scanner knows the escapes \\\\, \\', \\" and \\n
+    and refuses a raw newline; nothing else needs escaping."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def influxql_identifier(value: str) -> str:
+    """A double-quoted InfluxQL identifier (same scanner as strings)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def entity_history_query(
+    entity_id: str, start_ns: int, end_ns: int, limit: int, *, database: str | None = None, rp: str | None = None
+) -> str:
+    """Points of one entity across every measurement (the HA schema puts it under its unit, or its id)."""
+    domain, _, object_id = entity_id.partition(".")
+    source = "/.*/"
+    if database and rp:
+        source = f"{influxql_identifier(database)}.{influxql_identifier(rp)}./.*/"
+    return (  # every value is escaped above, or is an int
+        f'SELECT * FROM {source} WHERE "domain" = {influxql_string(domain)} AND '  # noqa: S608
+        f'"entity_id" = {influxql_string(object_id)} AND time >= {int(start_ns)} AND time < {int(end_ns)} '
+        f"ORDER BY time ASC LIMIT {int(limit)}"
+    )
+
+
+def parse_query_points(payload: object, *, newest_first: bool = False) -> list[dict[str, Any]]:
+    """A /query JSON answer (``epoch=ns``) -> points sorted by time: ``{time_ns, measurement, value, state,
+    fields}`` where ``fields`` holds every other non-null column (fields and extra tags)."""
+    if not isinstance(payload, dict):
+        raise HistoryUnavailable("InfluxDB answered something that is not a JSON object")
+    if payload.get("error"):
+        raise HistoryUnavailable(str(payload["error"])[:300])
+    points: list[dict[str, Any]] = []
+    for result in payload.get("results") or []:
+        if not isinstance(result, dict):
+            continue
+        if result.get("error"):
+            raise HistoryUnavailable(str(result["error"])[:300])
+        for series in result.get("series") or []:
+            columns = series.get("columns") or []
+            measurement = series.get("name")
+            for values in series.get("values") or []:
+                row = dict(zip(columns, values, strict=False))
+                time_ns = row.pop("time", None)
+                if not isinstance(time_ns, int):
+                    continue
+                row.pop("domain", None)
+                row.pop("entity_id", None)
+                value = row.pop("value", None)
+                state = row.pop("state", None)
+                points.append(
+                    {
+                        "time_ns": time_ns,
+                        "measurement": measurement,
+                        "value": value,
+                        "state": state,
+                        "fields": {k: v for k, v in row.items() if v is not None},
+                    }
+                )
+    points.sort(key=lambda p: p["time_ns"], reverse=newest_first)
+    return points
+
+
+class InfluxHistory:
+    """Reads one entity's history with InfluxQL (``/query``; on 2.x through its v1-compatible endpoint, which
+    needs a DBRP mapping for the bucket)."""
+
+    source = "influxdb"
+
+    def __init__(self, settings: InfluxDBSettings) -> None:
+        assert settings.url is not None
+        self._settings = settings
+        self._url = f"{settings.url}/query"
+        self._database = settings.database if settings.api_version == 1 else (settings.bucket or "")
+        self._headers = {"User-Agent": "homeiq-daemon", "Accept": "application/json"}
+        if settings.api_version == 2 and settings.token is not None:
+            self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+        self._auth: aiohttp.BasicAuth | None = None
+        if settings.api_version == 1 and settings.username:
+            password = settings.password.get_secret_value() if settings.password else ""
+            self._auth = aiohttp.BasicAuth(settings.username, password)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s, sock_connect=min(5.0, self._settings.timeout_s))
+        connector = aiohttp.TCPConnector(limit=4, ssl=self._settings.verify_ssl)
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, auth=self._auth)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def query(self, influxql: str) -> object:
+        if self._session is None:
+            raise HistoryUnavailable("history reader is not started")
+        params = {"db": self._database, "q": influxql, "epoch": "ns"}
+        if self._settings.retention_policy:
+            params["rp"] = self._settings.retention_policy
+        try:
+            async with self._session.get(self._url, params=params, headers=self._headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise HistoryUnavailable(f"HTTP {resp.status}: {body[:200].decode(errors='replace')}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise HistoryUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise HistoryUnavailable("InfluxDB answered with invalid JSON") from None
+
+    async def entity_history(self, entity_id: str, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        rp = self._settings.retention_policy if self._settings.api_version == 1 else None
+        q = entity_history_query(entity_id, start_ns, end_ns, limit, database=self._database, rp=rp)
+        points = parse_query_points(await self.query(q))[:limit]  # LIMIT applies per measurement
+        for point in points:
+            point["time"] = ns_to_iso(point.pop("time_ns"))
+        return points
