@@ -22,6 +22,7 @@ from homeiq_daemon.config import Settings
 from homeiq_daemon.deadletter import DeadLetters
 from homeiq_daemon.delivery import Delivery
 from homeiq_daemon.errors import HomeIQError, StateDirError
+from homeiq_daemon.liveness import Liveness, stall_limit_s
 from homeiq_daemon.logs import get_logger
 from homeiq_daemon.metadata_service import MetadataService
 from homeiq_daemon.pipeline import Pipeline
@@ -58,6 +59,7 @@ class App:
         self.scheduler = Scheduler(self.stats)
         self.metadata = MetadataService(settings, self.stats)  # store, registry sync, HTTP API
         self.metrics = self.metadata.metrics  # register more collectors here
+        self.liveness = Liveness(self.stats, stall_s=stall_limit_s(settings.influxdb.timeout_s))
         self._tasks: dict[asyncio.Task[Any], str] = {}
         self._source_tasks: set[asyncio.Task[Any]] = set()
         self.on_ready: list[Callable[[], None]] = []
@@ -102,13 +104,13 @@ class App:
         spool = Spool(
             s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
         )
-        self.delivery = Delivery(self.writer, spool, s, self.stats)
+        self.delivery = Delivery(self.liveness.track_writer(self.writer), spool, s, self.stats)
         self.pipeline = Pipeline(s, self.stats, self.delivery, self.metadata.extra_tags)
         self.metadata.attach_pipeline(self.pipeline)
         if self.stats.sink_state != "embedded":
             self.stats.sink_state = "up"
-        self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer")
-        self._spawn(self.delivery.run_spooler(), "homeiq-delivery-spooler")
+        self.liveness.watch_task(self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer"))
+        self.liveness.watch_task(self._spawn(self.delivery.run_spooler(), "homeiq-delivery-spooler"))
         log.info(
             "homeiq.starting",
             sink=self.writer.describe,

@@ -92,7 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exit_when_done = settings.replay.path is not None and not settings.home_assistant.url and not args.keep_running
     app = App(settings, exit_when_sources_done=exit_when_done)
-    asyncio.run(app.run())
+    from homeiq_daemon.systemd import attach_service  # noqa: PLC0415
+
+    service = attach_service(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd
+    try:
+        asyncio.run(app.run())
+    finally:
+        service.close()
     return EXIT_OK
 
 
@@ -150,6 +156,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _leave_status(message: str) -> None:
+    from homeiq_daemon.systemd import notify_failure  # noqa: PLC0415
+
+    notify_failure(message)  # shown by `systemctl status homeiq`; a no-op outside systemd
+
+
 COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "history": cmd_history}
 
 
@@ -164,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HomeIQError as exc:
         prefix = "config error" if exc.exit_code == EXIT_CONFIG else "error"
         sys.stderr.write(f"homeiq: {prefix}: {exc}\n")
+        _leave_status(f"{prefix}: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
