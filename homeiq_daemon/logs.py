@@ -73,9 +73,13 @@ def choose_format(settings: LogSettings, stream: TextIO) -> str:
 
 
 def configure_logging(
-    settings: LogSettings, stream: TextIO | None = None, extra_processors: list[Callable[..., Any]] | None = None
+    settings: LogSettings,
+    stream: TextIO | None = None,
+    extra_processors: list[Callable[..., Any]] | None = None,
+    journal_socket: str | None = None,
 ) -> str:
-    """Configure structlog once for the process; returns the format chosen."""
+    """Configure structlog once for the process; returns the format chosen ("journal-native" when the
+    journal format is sent as structured entries to journald's socket, see journal.py)."""
     out = stream or sys.stderr
     fmt = choose_format(settings, out)
     shared: list[Any] = [
@@ -84,9 +88,17 @@ def configure_logging(
         redact_secrets,
     ]
     renderer: Callable[..., Any]
+    logger_factory: Callable[..., Any] = structlog.PrintLoggerFactory(file=out)
     if fmt == "journal":
         shared += [structlog.processors.format_exc_info]
         renderer = journal_line_renderer
+        from homeiq_daemon import journal  # noqa: PLC0415 - only under systemd
+
+        socket_path = journal_socket or journal.JOURNAL_SOCKET
+        if journal.journal_available(socket_path):
+            renderer = journal.render_entry
+            logger_factory = journal.JournalLoggerFactory(journal.JournalSender(socket_path), fallback=out)
+            fmt = "journal-native"
     elif fmt == "json":
         shared += [structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.format_exc_info]
         renderer = json_renderer
@@ -96,7 +108,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, *(extra_processors or []), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[settings.level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=logger_factory,
         cache_logger_on_first_use=False,
     )
     return fmt
