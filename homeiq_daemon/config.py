@@ -91,7 +91,9 @@ class InfluxDBSettings(_Section):
     bucket: str | None = None
     token: SecretStr | None = None
     create_database: bool = True
-    gzip: bool = True
+    gzip: bool | None = None
+    """Compress request bodies. Unset: on, except for an InfluxDB on this machine (loopback), where
+    compressing only costs CPU."""
     verify_ssl: bool = True
     timeout_s: PositiveSeconds = 10.0
     write_attempts: int = Field(default=3, ge=1, le=20)
@@ -108,6 +110,13 @@ class InfluxDBSettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://localhost:8086")
         return value.rstrip("/")
+
+    @property
+    def use_gzip(self) -> bool:
+        if self.gzip is not None:
+            return self.gzip
+        host = (urlsplit(self.url).hostname or "") if self.url else ""
+        return not (host in ("localhost", "::1") or host.startswith("127."))
 
     @model_validator(mode="after")
     def _check_version(self) -> InfluxDBSettings:

@@ -70,19 +70,15 @@ def parse_state_changed(data: object, origin: Origin = "live") -> StateChange:
         raise ProtocolError("state_changed data is not an object")
     entity_id = data.get("entity_id")
     new_raw = data.get("new_state")
-    old_raw = data.get("old_state")
     new_state = parse_state(new_raw) if new_raw is not None else None
-    old_state = None
-    if old_raw is not None:
-        try:
-            old_state = parse_state(old_raw)
-        except ProtocolError:
-            old_state = None  # the old state is informational; a bad one must not cost the new one
+    # ``old_state`` is not parsed: the pipeline knows the last state it saw of every entity (which is also
+    # right after a reconnect, when HA's old_state may be one we never saw), and parsing it would double
+    # the cost of every event.
     if not isinstance(entity_id, str):
         if new_state is None:
             raise ProtocolError("state_changed without entity_id")
         entity_id = new_state.entity_id
-    return StateChange(entity_id, new_state, old_state, origin)
+    return StateChange(entity_id, new_state, None, origin)
 
 
 class CommandIds:

@@ -54,6 +54,7 @@ class InfluxWriter:
         self._stats = stats
         self._session: aiohttp.ClientSession | None = None
         self._database_checked = False
+        self._gzip = settings.use_gzip
         base = settings.url
         if settings.api_version == 1:
             query = f"db={quote(settings.database, safe='')}&precision=ns"
@@ -119,8 +120,9 @@ class InfluxWriter:
             raise TransientSinkError("writer is not started")
         headers = dict(self._headers)
         data = body
-        if self._settings.gzip:
-            data = gzipped if gzipped is not None else gzip.compress(body, compresslevel=1, mtime=0)
+        if self._gzip:
+            # zlib releases the GIL: compressing in a thread keeps the event loop (and the HA reader) free.
+            data = gzipped if gzipped is not None else await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         started = time.perf_counter()
         try:

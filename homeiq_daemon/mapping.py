@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from homeiq_daemon.config import EntityCustomization, EntityFilter, MappingSettings, _glob_regex
-from homeiq_daemon.lineprotocol import FieldValue, Point
+from homeiq_daemon.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
 from homeiq_daemon.model import EntityState
 
 SKIPPED_STATES = frozenset(("unknown", "unavailable", ""))
@@ -39,6 +40,17 @@ _CACHE_LIMIT = 65_536
 _NO_NUMBER = object()
 
 TagSource = Callable[[str], Mapping[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What ``map_line`` needs per entity (and measurement-deciding attribute value)."""
+
+    measurement: str
+    series: str | None  # escaped "measurement,tags"; None when tags vary per event
+    skip: frozenset[str]  # attribute keys that never become fields
+    domain: str
+    object_id: str
 
 
 def _to_float(value: Any) -> float | None:
@@ -64,6 +76,14 @@ class PointMapper:
             (_glob_regex([glob]), custom) for glob, custom in settings.component_config_glob.items()
         ]
         self._entity_config: dict[str, tuple[str | None, frozenset[str]]] = {}
+        # Fast path (map_line): per-entity plans and rendered field fragments, all bounded.
+        self._encoder = LineEncoder()
+        self._plans: dict[tuple[str, Any], _Plan] = {}
+        self._plan_attr = "device_class" if self._measurement_attr == "domain__device_class" else self._measurement_attr
+        self._str_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._repr_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._state_fragments: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        self._dynamic_tags = bool(self._tags_attributes) or extra_tags is not None
         # str(value) -> (float or None, float from the digit-tail rule or None): attribute strings repeat.
         self._string_numbers: dict[str, tuple[float | None, float | None]] = {}
 
@@ -109,27 +129,9 @@ class PointMapper:
             cached = self._string_numbers[text] = (as_float, tail)
         return cached
 
-    def map_state(self, state: EntityState) -> Point | None:
-        """The point for one state, or None when the state is skipped or filtered out."""
-        raw_state = state.state
-        if raw_state in SKIPPED_STATES or not self._filter(state.entity_id):
-            return None
-        attributes = state.attributes
-        entity_id = state.entity_id
-        domain, _, object_id = entity_id.partition(".")
-
-        fields: dict[str, FieldValue] = {}
-        include_state = include_value = False
-        value = self._string_number(raw_state)[0]
-        if value is not None:
-            include_value = True
-        elif raw_state in _STATE_ONE:
-            value, include_state, include_value = 1.0, True, True
-        elif raw_state in _STATE_ZERO:
-            value, include_state, include_value = 0.0, True, True
-        else:
-            include_state = True
-
+    def _measurement(self, entity_id: str, domain: str, attributes: dict[str, Any]
+                     ) -> tuple[str, bool, bool, frozenset[str]]:
+        """Measurement name, whether the unit / device_class attributes stay fields, and ignored attributes."""
         override, ignore = self._customization(entity_id)
         include_uom = include_dc = True
         measurement: Any = override
@@ -154,7 +156,30 @@ class PointMapper:
                     measurement = settings.default_measurement or entity_id
                 else:
                     include_uom = attr != "unit_of_measurement"
-        measurement = str(measurement)
+        return str(measurement), include_uom, include_dc, ignore
+
+    def map_state(self, state: EntityState) -> Point | None:
+        """The point for one state, or None when the state is skipped or filtered out."""
+        raw_state = state.state
+        if raw_state in SKIPPED_STATES or not self._filter(state.entity_id):
+            return None
+        attributes = state.attributes
+        entity_id = state.entity_id
+        domain, _, object_id = entity_id.partition(".")
+
+        fields: dict[str, FieldValue] = {}
+        include_state = include_value = False
+        value = self._string_number(raw_state)[0]
+        if value is not None:
+            include_value = True
+        elif raw_state in _STATE_ONE:
+            value, include_state, include_value = 1.0, True, True
+        elif raw_state in _STATE_ZERO:
+            value, include_state, include_value = 0.0, True, True
+        else:
+            include_state = True
+
+        measurement, include_uom, include_dc, ignore = self._measurement(entity_id, domain, attributes)
 
         tags: dict[str, str] = {"domain": domain, "entity_id": object_id}
         if include_state:
@@ -199,3 +224,146 @@ class PointMapper:
         if not fields:
             return None
         return Point(measurement, tags, fields, state.last_updated_ns)
+
+    # --- fast path ----------------------------------------------------------------------------------
+    # map_line gives exactly ``LineEncoder().encode(map_state(state))`` (a property test holds it to that),
+    # rendering straight to line protocol with cached fragments: a home repeats the same entities, attribute
+    # names and attribute strings endlessly, so most of an event's line is dictionary lookups.
+
+    def _plan(self, entity_id: str, attributes: dict[str, Any]) -> _Plan:
+        domain, _, object_id = entity_id.partition(".")
+        measurement, include_uom, include_dc, ignore = self._measurement(entity_id, domain, attributes)
+        skip = set(ignore) | self._tags_attributes
+        if not include_uom:
+            skip.add("unit_of_measurement")
+        if not include_dc:
+            skip.add("device_class")
+        series = None
+        if not self._dynamic_tags:
+            tags = {"domain": domain, "entity_id": object_id, **self._global_tags}
+            series = self._encoder.series_key(measurement, tags)
+        return _Plan(measurement, series, frozenset(skip), domain, object_id)
+
+    def _state_fragments_for(self, raw_state: str) -> tuple[tuple[str, str], ...] | None:
+        cached = self._state_fragments.get(raw_state, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        value = self._string_number(raw_state)[0]
+        frags: list[tuple[str, str]] = []
+        include_state = False
+        if value is None:
+            if raw_state in _STATE_ONE:
+                value, include_state = 1.0, True
+            elif raw_state in _STATE_ZERO:
+                value, include_state = 0.0, True
+            else:
+                include_state = True
+        if include_state:
+            frags.append(("state", f'state="{escape_string_value(raw_state)}"'))
+        if value is not None and math.isfinite(value):
+            frags.append(("value", f"value={value!r}"))
+        result = tuple(frags) if frags else None
+        if len(self._state_fragments) >= _CACHE_LIMIT:
+            self._state_fragments.clear()
+        self._state_fragments[raw_state] = result
+        return result
+
+    def _text_fragments(self, key: str, text: str, number: float | None, tail: float | None
+                        ) -> tuple[tuple[str, str], ...]:
+        def ek(name: str) -> str:
+            return self._encoder.key("time_" if name == "time" else name)
+
+        if number is not None:
+            return ((key, f"{ek(key)}={number!r}"),) if math.isfinite(number) else ()
+        frags = [(f"{key}_str", f'{ek(key + "_str")}="{escape_string_value(text)}"')]
+        if tail is not None and math.isfinite(tail):
+            frags.append((key, f"{ek(key)}={tail!r}"))
+        return tuple(frags)
+
+    def map_line(self, state: EntityState) -> str | None:
+        """The line protocol line for one state, or None when the state is skipped or filtered out."""
+        raw_state = state.state
+        entity_id = state.entity_id
+        if raw_state in SKIPPED_STATES or not self._filter(entity_id):
+            return None
+        attributes = state.attributes
+        plan_key = (entity_id, attributes.get(self._plan_attr))
+        try:
+            plan = self._plans.get(plan_key)
+        except TypeError:  # an unhashable unit (a list): rare, no cache
+            plan, plan_key = None, None  # type: ignore[assignment]
+        if plan is None:
+            plan = self._plan(entity_id, attributes)
+            if plan_key is not None:
+                if len(self._plans) >= _CACHE_LIMIT:
+                    self._plans.clear()
+                self._plans[plan_key] = plan
+
+        frags: dict[str, str] = {}
+        state_frags = self._state_fragments_for(raw_state)
+        if state_frags is not None:
+            for field_key, frag in state_frags:
+                frags[field_key] = frag
+        skip = plan.skip
+        keys = self._encoder._keys
+        str_cache = self._str_fragments
+        for key, value in attributes.items():
+            if key in skip:
+                continue
+            if key in frags:
+                key = f"{key}_"
+            kind = type(value)
+            if kind is str:
+                cache_key = (key, value)
+                cached = str_cache.get(cache_key)
+                if cached is None:
+                    number, tail = self._string_number(value)
+                    cached = self._text_fragments(key, value, number, tail)
+                    if len(str_cache) >= _CACHE_LIMIT:
+                        str_cache.clear()
+                    str_cache[cache_key] = cached
+                for field_key, frag in cached:
+                    frags[field_key] = frag
+            elif kind is float or kind is int or kind is bool:
+                number = float(value)
+                if number - number == 0.0:  # finite
+                    escaped = keys.get(key) if key != "time" else None
+                    if escaped is None:
+                        escaped = self._encoder.key("time_" if key == "time" else key)
+                    frags[key] = f"{escaped}={number!r}"
+            elif kind is list or kind is dict or value is None:
+                # float() always fails on these: HA writes str(value) (and a number found in it).
+                text = str(value)
+                cache_key = (key, text)
+                cached = self._repr_fragments.get(cache_key)
+                if cached is None:
+                    cached = self._text_fragments(key, text, None, self._string_number(text)[1])
+                    if len(self._repr_fragments) >= _CACHE_LIMIT:
+                        self._repr_fragments.clear()
+                    self._repr_fragments[cache_key] = cached
+                for field_key, frag in cached:
+                    frags[field_key] = frag
+            else:
+                number = _to_float(value)
+                text = str(value)
+                tail = None if number is not None else self._string_number(text)[1]
+                for field_key, frag in self._text_fragments(key, text, number, tail):
+                    frags[field_key] = frag
+        if not frags:
+            return None
+        series = plan.series
+        if series is None:
+            series = self._encoder.series_key(plan.measurement, self._tags_for(plan, entity_id, attributes))
+            if series is None:
+                return None
+        return f"{series} {','.join(frags.values())} {state.last_updated_ns}"
+
+    def _tags_for(self, plan: _Plan, entity_id: str, attributes: dict[str, Any]) -> dict[str, str]:
+        tags = {"domain": plan.domain, "entity_id": plan.object_id}
+        for key in self._tags_attributes:
+            if key in attributes:
+                tags[key] = str(attributes[key])
+        tags.update(self._global_tags)
+        if self._extra_tags is not None:
+            tags.update(self._extra_tags(entity_id))
+        return tags

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from homeiq_daemon.batcher import Batcher
 from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery import Delivery
-from homeiq_daemon.lineprotocol import LineEncoder
 from homeiq_daemon.logs import get_logger
 from homeiq_daemon.mapping import PointMapper, TagSource
 from homeiq_daemon.model import EntityState, Origin, StateChange
@@ -31,7 +30,6 @@ class Pipeline:
         self.delivery = delivery
         self.tracker = StateTracker()
         self.mapper = PointMapper(settings.mapping, extra_tags)
-        self.encoder = LineEncoder()
         self.batcher = Batcher(settings.batch.size, settings.batch.flush_interval_s, delivery.enqueue)
         self.listeners: list[Listener] = []
 
@@ -40,7 +38,12 @@ class Pipeline:
         stats = self.stats
         stats.events_received[change.origin] += 1
         stats.last_event_at = time.time()
-        if not self.tracker.accept(change):
+        tracker = self.tracker
+        if self.listeners and change.old_state is None:
+            previous = tracker.get(change.entity_id)
+            if previous is not None:
+                change = StateChange(change.entity_id, change.new_state, previous, change.origin)
+        if not tracker.accept(change):
             stats.events_skipped["duplicate"] += 1
             return
         self._process(change)
@@ -66,13 +69,9 @@ class Pipeline:
         new_state = change.new_state
         if new_state is None:
             return
-        point = self.mapper.map_state(new_state)
-        if point is None:
-            self.stats.events_skipped["not_mapped"] += 1
-            return
-        line = self.encoder.encode(point)
+        line = self.mapper.map_line(new_state)
         if line is None:
-            self.stats.events_skipped["no_fields"] += 1
+            self.stats.events_skipped["not_mapped"] += 1
             return
         self.batcher.add(line)
 
