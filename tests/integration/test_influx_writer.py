@@ -1,0 +1,124 @@
+"""The InfluxDB writer: real influxd 1.x, and the 2.x write contract; poison isolation, retries, auth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from homeiq_daemon.config import InfluxDBSettings
+from homeiq_daemon.deadletter import DeadLetters
+from homeiq_daemon.errors import SinkAuthError, TransientSinkError
+from homeiq_daemon.influx import InfluxWriter
+from homeiq_daemon.stats import Stats
+from tests.support.fake_influx2 import FakeInflux2
+from tests.support.influxd import InfluxServer, free_port
+
+
+@pytest.fixture
+async def influx2() -> AsyncIterator[FakeInflux2]:
+    fake = FakeInflux2()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+async def _writer(settings: InfluxDBSettings, tmp_path: Path) -> tuple[InfluxWriter, Stats, DeadLetters]:
+    stats = Stats()
+    dead = DeadLetters(tmp_path / "deadletter")
+    writer = InfluxWriter(settings, dead, stats)
+    await writer.start()
+    return writer, stats, dead
+
+
+async def test_v1_writes_and_creates_the_database(influxd_server: InfluxServer, tmp_path: Path) -> None:
+    db = f"created_{time.monotonic_ns()}"
+    writer, _, _ = await _writer(InfluxDBSettings(url=influxd_server.url, database=db), tmp_path)
+    try:
+        result = await writer.write(b"m,entity_id=a value=1.5 1000\nm,entity_id=b value=2.5 2000\n", 2)
+    finally:
+        await writer.close()
+    assert (result.written, result.rejected) == (2, 0)
+    rows = influxd_server.rows("SELECT * FROM m GROUP BY *", db)
+    assert sorted((r["entity_id"], r["value"]) for r in rows) == [("a", 1.5), ("b", 2.5)]
+
+
+async def test_v1_poison_line_is_isolated_and_dead_lettered(influxd_server: InfluxServer, influx_db: str,
+                                                              tmp_path: Path) -> None:
+    influxd_server.write(b"m value=1.0 1\n", influx_db)  # "value" is a float field now
+    good = [f"m,entity_id=e{i} value={i}.0 {10 + i}" for i in range(40)]
+    bad = 'm,entity_id=bad value="text" 99'
+    body = ("\n".join([*good[:17], bad, *good[17:]]) + "\n").encode()
+    writer, stats, dead = await _writer(InfluxDBSettings(url=influxd_server.url, database=influx_db), tmp_path)
+    try:
+        result = await writer.write(body, 41)
+    finally:
+        await writer.close()
+    assert (result.written, result.rejected) == (40, 1)
+    assert dead.count == 1
+    files = list((tmp_path / "deadletter").glob("*.lp"))
+    text = files[0].read_text()
+    assert bad in text
+    assert "field type conflict" in text
+    rows = influxd_server.rows("SELECT count(value) FROM m WHERE time >= 10", influx_db)
+    assert rows[0]["count"] == 40
+    assert stats.points_dropped["rejected"] == 1
+
+
+async def test_v1_dead_server_is_transient(tmp_path: Path) -> None:
+    settings = InfluxDBSettings(url=f"http://127.0.0.1:{free_port()}", timeout_s=1, write_attempts=2)
+    writer, stats, _ = await _writer(settings, tmp_path)
+    try:
+        with pytest.raises(TransientSinkError):
+            await writer.write(b"m value=1.0 1\n", 1)
+    finally:
+        await writer.close()
+    assert sum(stats.sink_errors.values()) == 2
+
+
+async def test_v2_contract_headers_gzip_and_partial_write(influx2: FakeInflux2, tmp_path: Path) -> None:
+    settings = InfluxDBSettings(url=influx2.url, api_version=2, org="home", bucket="ha", token="tok", gzip=True)
+    writer, _, dead = await _writer(settings, tmp_path)
+    try:
+        first = await writer.write(b"m,entity_id=a value=1.0 1\n", 1)
+        second = await writer.write(b'm,entity_id=a value="x" 2\nm,entity_id=b value=3.0 3\n', 2)
+    finally:
+        await writer.close()
+    assert (first.written, first.rejected) == (1, 0)
+    assert (second.written, second.rejected) == (1, 1)
+    assert dead.count == 1
+    req = influx2.requests[0]
+    assert req["headers"]["Authorization"] == "Token tok"
+    assert req["headers"]["Content-Encoding"] == "gzip"
+    assert req["query"] == {"org": "home", "bucket": "ha", "precision": "ns"}
+    assert (("m", (("entity_id", "b"),), 3)) in influx2.points
+
+
+async def test_v2_retry_after_is_honoured(influx2: FakeInflux2, tmp_path: Path) -> None:
+    influx2.fail_next = [(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})]
+    settings = InfluxDBSettings(url=influx2.url, api_version=2, org="home", bucket="ha", token="tok")
+    writer, stats, _ = await _writer(settings, tmp_path)
+    started = time.monotonic()
+    try:
+        result = await writer.write(b"m value=1.0 1\n", 1)
+    finally:
+        await writer.close()
+    assert result.written == 1
+    assert time.monotonic() - started >= 1.0
+    assert stats.sink_errors["429"] == 1
+    assert stats.sink_errors["503"] == 1
+
+
+async def test_v2_wrong_token_is_an_auth_error(influx2: FakeInflux2, tmp_path: Path) -> None:
+    settings = InfluxDBSettings(url=influx2.url, api_version=2, org="home", bucket="ha", token="nope")
+    writer, _, _ = await _writer(settings, tmp_path)
+    try:
+        with pytest.raises(SinkAuthError):
+            await writer.write(b"m value=1.0 1\n", 1)
+    finally:
+        await writer.close()
+    assert len(influx2.requests) == 1  # not retried: the same token will not start working
