@@ -6,7 +6,10 @@ backoff, and its success is what brings the state back up). While up with a non-
 live batches alternate, so the backlog drains at full speed without starving live data.
 
 Nothing here blocks the producers: ``enqueue`` is synchronous and O(1). Spool file IO runs in one worker
-thread, so a slow SD card does not stall the event loop (and the Home Assistant reader with it).
+thread, so a slow SD card does not stall the event loop (and the Home Assistant reader with it). Two tasks
+run: the writer (sink writes, recovery probes, draining) and the spooler (moves overflow batches to disk);
+``stop`` bounds the shutdown by cancelling an in-flight write and spooling its batch instead (a batch that
+reached InfluxDB anyway is harmless to write again: its timestamps come from the events).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,13 @@ from homeiq_daemon.stats import Stats
 log = get_logger("homeiq.delivery")
 T = TypeVar("T")
 
+# While the disk refuses writes, batches wait in memory up to this many times the in-memory bound; older
+# ones beyond that are dropped (counted as "spool_unwritable"), so memory stays bounded.
+_UNWRITABLE_FACTOR = 4
+_DISK_RETRY_S = 1.0
+# Part of the shutdown budget kept for spooling what could not be written (at least 1 s, at most 5 s).
+_STOP_SPOOL_SHARE = 0.25
+
 
 class Delivery:
     def __init__(self, writer: BatchWriter, spool: Spool, settings: Settings, stats: Stats) -> None:
@@ -42,6 +53,7 @@ class Delivery:
         self._pending: deque[Batch] = deque()
         self._overflow: deque[Batch] = deque()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeiq-spool")
+        self._spill_lock = asyncio.Lock()
         self._wake_writer = asyncio.Event()
         self._wake_spooler = asyncio.Event()
         self._room = asyncio.Event()
@@ -51,7 +63,10 @@ class Delivery:
         self._down_attempts = 0
         self._spool_turn = False
         self._spool_full_episode = False
+        self._disk_error_episode = False
+        self._draining_since: float | None = None
         self._stopping = False
+        self._writer_task: asyncio.Task[None] | None = None
         self.on_progress: Callable[[], None] | None = None  # e.g. the systemd watchdog's liveness mark
         self._refresh_spool_stats()
         self._report_damage()
@@ -84,9 +99,10 @@ class Delivery:
 
     @property
     def backlog(self) -> int:
+        """Batches in memory (waiting for the sink or for the disk)."""
         return len(self._pending) + len(self._overflow)
 
-    # --- tasks ----------------------------------------------------------------------------------
+    # --- spooling -------------------------------------------------------------------------------
 
     async def _in_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -97,29 +113,79 @@ class Delivery:
             self._wake_spooler.clear()
             await self._spill_overflow()
 
-    async def _spill_overflow(self) -> None:
-        while self._overflow:
-            batch = self._overflow[0]
-            body = batch.body()
-            try:
-                dropped = await self._in_io(self.spool.append, body, batch.points)
-            except OSError as exc:
-                # Disk full or read-only: keep the batch in memory (bounded by the producers' backpressure
-                # and the time until the disk recovers) and try again shortly.
-                log.error("spool.write_failed", error=str(exc), batches_waiting=len(self._overflow))
-                await asyncio.sleep(1.0)
-                continue
+    async def _spill_overflow(self, deadline: float | None = None) -> None:
+        """Move overflow batches to the spool, oldest first. One spill at a time (the lock), so no batch is
+        appended twice or skipped; ``deadline`` (monotonic) stops between batches."""
+        async with self._spill_lock:
+            while self._overflow:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                batch = self._overflow[0]
+                try:
+                    dropped = await self._append(batch)
+                except OSError as exc:
+                    self._disk_refused(exc)
+                    await asyncio.sleep(_DISK_RETRY_S)
+                    continue
+                self._spooled(batch, dropped)
+
+    async def _append(self, batch: Batch) -> int:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._io, self.spool.append, batch.body(), batch.points)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The worker thread finishes this append whatever we do: account for it when it does, so the
+            # batch is neither lost nor counted as lost.
+            def settle(done: asyncio.Future[int]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._spooled(batch, done.result())
+
+            future.add_done_callback(settle)
+            raise
+
+    def _spooled(self, batch: Batch, dropped: int) -> None:
+        if self._overflow and self._overflow[0] is batch:
             self._overflow.popleft()
-            if dropped:
-                self._stats.points_dropped["spool_full"] += dropped
-                if not self._spool_full_episode:
-                    self._spool_full_episode = True
-                    log.error("spool.full_dropping_oldest", max_bytes=self.spool.max_bytes, dropped_points=dropped)
-            self._refresh_spool_stats()
-            self._update_room()
-            self._wake_writer.set()
+        else:
+            with contextlib.suppress(ValueError):
+                self._overflow.remove(batch)
+        if self._disk_error_episode:
+            self._disk_error_episode = False
+            log.info("spool.write_recovered", batches_waiting=len(self._overflow))
+        if dropped:
+            self._stats.points_dropped["spool_full"] += dropped
+            if not self._spool_full_episode:
+                self._spool_full_episode = True
+                log.error(
+                    "spool.full_dropping_oldest",
+                    max_bytes=self.spool.max_bytes,
+                    dropped_points=dropped,
+                    policy="the oldest segment is deleted to make room; logged once until the spool drains",
+                )
+        self._refresh_spool_stats()
+        self._update_room()
+        self._wake_writer.set()
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def _disk_refused(self, exc: OSError) -> None:
+        """The disk refused a spool write (full, read-only, I/O error): keep a bounded number in memory."""
+        if not self._disk_error_episode:
+            self._disk_error_episode = True
+            log.error("spool.write_failed", error=str(exc), batches_waiting=len(self._overflow))
+        limit = self._max_pending * _UNWRITABLE_FACTOR
+        lost = 0
+        while len(self._overflow) > limit:
+            lost += self._overflow.popleft().points
+        if lost:
+            self._stats.points_dropped["spool_unwritable"] += lost
+            log.warning("spool.unwritable_dropping_oldest", dropped_points=lost, kept_batches=limit)
+
+    # --- writing --------------------------------------------------------------------------------
 
     async def run_writer(self) -> None:
+        self._writer_task = asyncio.current_task()  # stop() cancels an in-flight write through it
         while True:
             if self._up:
                 if not await self._write_next():
@@ -135,12 +201,11 @@ class Delivery:
         if take_spool:
             record = await self._in_io(self.spool.peek)
             if record is None:
-                self._spool_full_episode = False
-                self._refresh_spool_stats()
-                take_spool = False
+                self._spool_drained()
             else:
                 self._spool_turn = False
-                return await self._write_spooled(record)
+                await self._write_spooled(record)
+                return True
         if not self._pending:
             return False
         self._spool_turn = True
@@ -157,22 +222,28 @@ class Delivery:
         return True
 
     async def _write_spooled(self, record: SpoolRecord) -> bool:
+        """Write one spooled record; False when the sink refused it as transient (it stays spooled)."""
         try:
             body = record.body()
-        except (OSError, EOFError, ValueError) as exc:  # a payload that passed the crc but will not inflate
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # passed the crc, yet will not inflate
             log.error("spool.record_unreadable", error=str(exc), points=record.points)
             self._stats.points_dropped["spool_corrupt"] += record.points
             await self._in_io(self.spool.ack, record)
+            self._refresh_spool_stats()
             return True
         try:
             result = await self.writer.write(body, record.points, gzipped=record.payload if record.gzipped else None)
         except (TransientSinkError, SinkAuthError) as exc:
             self._go_down(exc)
-            return True
+            return False
         await self._in_io(self.spool.ack, record)
+        if self._draining_since is None:
+            self._draining_since = time.monotonic()
         self._stats.spool_drained_points += result.written
         self._account(result)
         self._refresh_spool_stats()
+        if self.spool.stats().records == 0:
+            self._spool_drained()
         return True
 
     def _account(self, result: WriteResult) -> None:
@@ -181,6 +252,19 @@ class Delivery:
         self._stats.batch_points.append(result.written + result.rejected)
         if self.on_progress is not None:
             self.on_progress()
+
+    def _spool_drained(self) -> None:
+        self._refresh_spool_stats()
+        self._spool_full_episode = False
+        if self._draining_since is not None:
+            log.info(
+                "spool.drained",
+                drained_points=self._stats.spool_drained_points,
+                seconds=round(time.monotonic() - self._draining_since, 1),
+            )
+            self._draining_since = None
+
+    # --- down and back up -----------------------------------------------------------------------
 
     def _go_down(self, exc: Exception) -> None:
         if self._up:
@@ -199,41 +283,25 @@ class Delivery:
         # Everything waiting in memory goes to disk now: memory must not grow with the outage.
         while self._pending:
             self._overflow.appendleft(self._pending.pop())
+        self._update_room()
         self._wake_spooler.set()
 
     async def _recover(self) -> None:
         self._down_attempts += 1
-        delay = backoff_delay(self._down_attempts, 1.0, self._retry_max_s)
-        await asyncio.sleep(delay)
-        # Make sure what is waiting is on disk before trying: the oldest spooled batch is the probe.
+        await asyncio.sleep(backoff_delay(self._down_attempts, 1.0, self._retry_max_s))
+        if self._stopping:
+            return
+        # What waits in memory goes to disk first: the oldest spooled batch is the probe.
         await self._spill_overflow()
         record = await self._in_io(self.spool.peek)
         if record is None:
-            ok = await self.writer.ping()
-            if ok:
+            if await self.writer.ping():
                 self._mark_up()
             return
-        try:
-            body = record.body()
-            result = await self.writer.write(body, record.points, gzipped=record.payload if record.gzipped else None)
-        except (TransientSinkError, SinkAuthError) as exc:
-            if self._down_attempts == 1 or self._down_attempts % 20 == 0:
-                log.info(
-                    "sink.still_down",
-                    error=str(exc)[:200],
-                    attempts=self._down_attempts,
-                    spooled_points=self._stats.spool_points,
-                )
-            return
-        except (OSError, EOFError, ValueError) as exc:
-            log.error("spool.record_unreadable", error=str(exc), points=record.points)
-            self._stats.points_dropped["spool_corrupt"] += record.points
-            await self._in_io(self.spool.ack, record)
-            return
-        await self._in_io(self.spool.ack, record)
-        self._stats.spool_drained_points += result.written
-        self._account(result)
-        self._mark_up()
+        if await self._write_spooled(record):
+            self._mark_up()
+        elif self._down_attempts == 1 or self._down_attempts % 20 == 0:
+            log.info("sink.still_down", attempts=self._down_attempts, spooled_points=self._stats.spool_points)
 
     def _mark_up(self) -> None:
         down_for = time.monotonic() - self._down_since if self._down_since else 0.0
@@ -247,7 +315,7 @@ class Delivery:
             sink=self.writer.describe,
             down_s=round(down_for, 1),
             spooled_points=self._stats.spool_points,
-            action="draining the spool",
+            action="draining the spool" if self._stats.spool_records else "none",
         )
         self._update_room()
         self._wake_writer.set()
@@ -255,29 +323,42 @@ class Delivery:
     # --- stop -----------------------------------------------------------------------------------
 
     async def stop(self, deadline: float) -> None:
-        """Write what is in memory before ``deadline`` (monotonic) when the sink is up; spool the rest."""
+        """Write what is in memory before ``deadline`` (monotonic) when the sink is up; spool the rest.
+
+        A write still in flight when the flush time is up (a hung server answers only at its timeout) is
+        cancelled and its batch spooled, so the stop is bounded whatever the sink does."""
         self._stopping = True
         self._wake_writer.set()
-        while self._up and self._pending and time.monotonic() < deadline - 1.0:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)  # polling keeps the deadline simple; it runs once, at stop
-        left = len(self._pending) + len(self._overflow)
+        budget = max(0.0, deadline - time.monotonic())
+        flush_until = deadline - min(5.0, max(1.0, budget * _STOP_SPOOL_SHARE))
+        while self._up and self._pending and time.monotonic() < flush_until:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # polling keeps the deadline simple; it runs once, at stop
+        task = self._writer_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=1.0)
+        moved = len(self._pending)
         while self._pending:
             self._overflow.appendleft(self._pending.pop())
+        left = len(self._overflow)
         if self._overflow:
-            await self._spill_overflow_until(deadline)
-        if left:
-            log.info("delivery.stopped", batches_spooled=left, spooled_points=self.spool.stats().points)
-
-    async def _spill_overflow_until(self, deadline: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._spill_overflow(), timeout=max(0.5, deadline - time.monotonic()))
+            await self._spill_overflow(deadline)
         if self._overflow:
             lost = sum(b.points for b in self._overflow)
             self._stats.points_dropped["shutdown"] += lost
-            log.error("delivery.lost_at_stop", points=lost, reason="spool could not be written before the deadline")
+            log.error("delivery.lost_at_stop", points=lost, reason="the spool could not be written before the deadline")
+        if left:
+            log.info(
+                "delivery.stopped",
+                batches_spooled=left - len(self._overflow),
+                unwritten_batches_moved=moved,
+                spooled_points=self.spool.stats().points,
+            )
 
     def close(self) -> None:
-        self.spool.close()
+        """Close the spool in its own thread (after any append still running there), then the thread."""
+        self._io.submit(self.spool.close)
         self._io.shutdown(wait=True)
 
     def _spool_has_data(self) -> bool:
@@ -292,6 +373,7 @@ class Delivery:
         self._stats.spool_points = max(st.points, 0)
         self._stats.spool_oldest_ms = st.oldest_spooled_ms if st.records > 0 else None
         self._stats.spool_damaged_bytes = self.spool.damaged_bytes
+        self._stats.spool_damaged_regions = self.spool.damaged_regions
 
     def _report_damage(self) -> None:
         for damage in self.spool.damage:
@@ -302,6 +384,13 @@ class Delivery:
                 skipped_bytes=damage.skipped_bytes,
                 reason=damage.reason,
             )
-        if self._spool_has_data():
-            st = self.spool.stats()
+        if self.spool.damaged_regions:
+            log.error(
+                "spool.damage_summary",
+                regions=self.spool.damaged_regions,
+                skipped_bytes=self.spool.damaged_bytes,
+                action="valid records before and after each damaged stretch are kept and will be sent",
+            )
+        st = self.spool.stats()
+        if st.records > 0:
             log.info("spool.resuming", spooled_points=st.points, spooled_batches=st.records, bytes=st.bytes)
