@@ -57,6 +57,7 @@ class Stats:
     spool_oldest_ms: int | None = None
     spool_drained_points: int = 0
     spool_damaged_bytes: int = 0
+    spool_damaged_regions: int = 0  # damaged stretches found in the spool (each logged as spool.damaged)
     dead_letter_points: int = 0
     ticks: DurationWindow = field(default_factory=DurationWindow)
 
