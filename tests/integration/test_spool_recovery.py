@@ -1,0 +1,191 @@
+"""The spool against a real influxd: a damaged spool is recovered at start, a full spool drops by policy and
+keeps running, and draining alternates with live batches."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from homeiq_daemon.app import App
+from homeiq_daemon.batcher import Batch
+from homeiq_daemon.config import Settings
+from homeiq_daemon.deadletter import DeadLetters
+from homeiq_daemon.delivery import Delivery
+from homeiq_daemon.influx import InfluxWriter
+from homeiq_daemon.sink import WriteResult
+from homeiq_daemon.spool import HEADER_SIZE, Spool
+from homeiq_daemon.stats import Stats
+from tests.support.influxd import InfluxServer
+from tests.support.outage import caught_up, outage_settings, stop_app, wait_until
+
+pytestmark = [pytest.mark.influxd]
+
+MiB = 1024 * 1024
+BASE_NS = 1_790_000_000_000_000_000
+
+
+def lines(batch_no: int, count: int, *, noise: int = 0) -> list[str]:
+    """``count`` points of one numbered batch; ``noise`` random hex characters each (incompressible)."""
+    out = []
+    for i in range(count):
+        blob = f',blob="{os.urandom(noise // 2).hex()}"' if noise else ""
+        out.append(f"spooltest,domain=sensor,entity_id=b{batch_no} value={i}{blob} {BASE_NS + batch_no * 10_000 + i}")
+    return out
+
+
+def stored_batches(server: InfluxServer, db: str) -> dict[int, int]:
+    """Points per batch number in InfluxDB."""
+    series = server.query('SELECT count("value") FROM "spooltest" GROUP BY "entity_id"', db)
+    return {int(s["tags"]["entity_id"][1:]): s["values"][0][1] for s in series}
+
+
+def record_offsets(path: Path) -> list[int]:
+    data = path.read_bytes()
+    offsets, pos = [], 0
+    while pos < len(data):
+        offsets.append(pos)
+        pos += HEADER_SIZE + int.from_bytes(data[pos + 4 : pos + 8], "big")
+    return offsets
+
+
+async def test_damaged_spool_starts_recovers_valid_records_and_reports_damage(
+    tmp_path: Path, influxd_server: InfluxServer, influx_db: str
+) -> None:
+    state = tmp_path / "state"
+    # Three segments of four records (each session appends to a new segment).
+    for segment in range(3):
+        spool = Spool(state / "spool", max_bytes=64 * MiB, segment_bytes=8 * MiB)
+        for n in range(4):
+            body = ("\n".join(lines(segment * 4 + n, 50)) + "\n").encode()
+            spool.append(body, 50)
+        spool.close()
+    seg1, seg2, seg3 = sorted((state / "spool").glob("*.seg"))
+    with seg1.open("r+b") as fh:  # a zeroed length prefix in the middle of the first segment (record 1)
+        fh.seek(record_offsets(seg1)[1] + 4)
+        fh.write(bytes(4))
+    with seg2.open("r+b") as fh:  # one flipped bit in the checksum of record 6
+        at = record_offsets(seg2)[2] + HEADER_SIZE - 2
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x01]))
+    os.truncate(seg3, record_offsets(seg3)[3] + 40)  # a torn tail: record 11 cut mid-header+payload
+
+    app = App(Settings(**outage_settings(state, influxd_server.url, influx_db)))
+    with capture_logs() as logs:
+        task = asyncio.create_task(app.run())
+        try:
+            await wait_until(lambda: caught_up(app, 0), 30, "the spool to drain")
+        finally:
+            await stop_app(app, task)
+    damaged = [e for e in logs if e["event"] == "spool.damaged"]
+    assert len(damaged) == 3, damaged
+    assert {e["reason"].split()[0] for e in damaged} == {"length", "checksum"}
+    assert app.stats.spool_damaged_regions == 3
+    assert app.stats.spool_damaged_bytes > 0
+    assert app.stats.spool_drained_points == 9 * 50
+    assert stored_batches(influxd_server, influx_db) == {n: 50 for n in range(12) if n not in (1, 6, 11)}
+    assert list((state / "spool").glob("*.seg")) == []
+
+
+def delivery_settings(tmp_path: Path, url: str, db: str, **spool: int) -> Settings:
+    return Settings(
+        **outage_settings(
+            tmp_path / "state", url, db, spool=spool, influxdb={"write_attempts": 1}
+        )
+    )
+
+
+async def start_delivery(settings: Settings, stats: Stats) -> tuple[Delivery, list[asyncio.Task[None]]]:
+    writer = InfluxWriter(settings.influxdb, DeadLetters(settings.state_dir / "deadletter"), stats)
+    await writer.start()
+    spool = Spool(settings.state_dir / "spool", max_bytes=settings.spool.max_bytes,
+                  segment_bytes=settings.spool.segment_bytes)
+    delivery = Delivery(writer, spool, settings, stats)
+    tasks = [asyncio.create_task(delivery.run_writer()), asyncio.create_task(delivery.run_spooler())]
+    return delivery, tasks
+
+
+async def close_delivery(delivery: Delivery, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    delivery.close()
+    await delivery.writer.close()
+
+
+async def test_full_spool_drops_oldest_counts_logs_once_and_keeps_running(
+    tmp_path: Path, influxd_private: InfluxServer
+) -> None:
+    server = influxd_private
+    server.create_database("full")
+    server.kill()  # InfluxDB is down from the start: everything goes to the spool
+    stats = Stats()
+    settings = delivery_settings(tmp_path, server.url, "full", max_bytes=1 * MiB)
+    delivery, tasks = await start_delivery(settings, stats)
+    total = 0
+    try:
+        with capture_logs() as logs:
+            for n in range(60):  # about 3 MB of incompressible points into a 1 MiB spool
+                delivery.enqueue(Batch(lines(n, 100, noise=400)))
+                total += 100
+                await delivery.wait_for_room()
+            await wait_until(lambda: delivery.backlog == 0, 30, "everything to be spooled")
+            dropped = stats.points_dropped["spool_full"]
+            assert dropped > 0
+            assert stats.spool_bytes <= 1 * MiB
+            assert stats.spool_points == total - dropped
+            # Still running: later batches are spooled as before.
+            for n in range(60, 70):
+                delivery.enqueue(Batch(lines(n, 100, noise=400)))
+                total += 100
+            await wait_until(lambda: delivery.backlog == 0, 30, "the later batches to be spooled")
+            dropped = stats.points_dropped["spool_full"]
+            assert stats.spool_points == total - dropped
+        full_logs = [e for e in logs if e["event"] == "spool.full_dropping_oldest"]
+        assert len(full_logs) == 1, "logged once per episode, not per drop"
+        assert delivery.spool.dropped_points == dropped
+
+        await asyncio.to_thread(server.start)
+        await wait_until(lambda: delivery.is_up and stats.spool_records == 0, 30, "the spool to drain")
+    finally:
+        await close_delivery(delivery, tasks)
+    stored = stored_batches(server, "full")
+    assert sum(stored.values()) == total - dropped  # exact: every point is either stored or counted
+    kept = sorted(stored)
+    assert kept == list(range(kept[0], 70))  # the oldest went, the newest stayed, with no gaps
+    assert all(count == 100 for count in stored.values())
+
+
+async def test_draining_alternates_with_live_batches(
+    tmp_path: Path, influxd_server: InfluxServer, influx_db: str
+) -> None:
+    settings = delivery_settings(tmp_path, influxd_server.url, influx_db)
+    spool = Spool(settings.state_dir / "spool", max_bytes=64 * MiB, segment_bytes=8 * MiB)
+    for n in range(100):
+        spool.append(("\n".join(lines(n, 20)) + "\n").encode(), 20)
+    spool.close()
+    stats = Stats()
+    delivery, tasks = await start_delivery(settings, stats)
+    order: list[str] = []
+    inner_write = delivery.writer.write
+
+    async def observed(body: bytes, points: int, *, gzipped: bytes | None = None) -> WriteResult:
+        order.append("spool" if gzipped is not None else "live")
+        return await inner_write(body, points, gzipped=gzipped)
+
+    delivery.writer.write = observed  # type: ignore[method-assign]  # observe the order, write for real
+    try:
+        for n in range(100, 104):
+            delivery.enqueue(Batch(lines(n, 20)))
+        await wait_until(lambda: stats.spool_records == 0 and delivery.backlog == 0, 30, "everything written")
+    finally:
+        await close_delivery(delivery, tasks)
+    assert order.count("live") == 4
+    assert order.count("spool") == 100
+    assert max(i for i, kind in enumerate(order) if kind == "live") < 10  # live data did not wait for the drain
+    assert stored_batches(influxd_server, influx_db) == {n: 20 for n in range(104)}
