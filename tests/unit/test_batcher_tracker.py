@@ -1,0 +1,57 @@
+"""Batcher (size and time triggers, order) and the state tracker (duplicates, gap fill)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from homeiq_daemon.batcher import Batch, Batcher
+from homeiq_daemon.model import EntityState, StateChange
+from homeiq_daemon.tracking import StateTracker
+
+
+async def test_flush_on_size_keeps_order() -> None:
+    batches: list[Batch] = []
+    batcher = Batcher(3, 60.0, batches.append)
+    for i in range(7):
+        batcher.add(f"l{i}")
+    assert [b.lines for b in batches] == [["l0", "l1", "l2"], ["l3", "l4", "l5"]]
+    assert len(batcher) == 1
+    batcher.flush()
+    assert batches[-1].lines == ["l6"]
+    assert batches[0].body() == b"l0\nl1\nl2\n"
+
+
+async def test_flush_on_time_after_first_point() -> None:
+    batches: list[Batch] = []
+    batcher = Batcher(1000, 0.1, batches.append)
+    batcher.add("a")
+    await asyncio.sleep(0.05)
+    batcher.add("b")  # does not restart the clock
+    assert batches == []
+    await asyncio.sleep(0.1)
+    assert [b.lines for b in batches] == [["a", "b"]]
+    batcher.add("c")
+    await asyncio.sleep(0.15)
+    assert [b.lines for b in batches] == [["a", "b"], ["c"]]
+
+
+def _state(entity_id: str, value: str, t: int) -> EntityState:
+    return EntityState(entity_id, value, {}, "", "", t)
+
+
+def test_tracker_drops_repeats_and_older_states() -> None:
+    tracker = StateTracker()
+    assert tracker.accept(StateChange("s.a", _state("s.a", "1", 10), None, "live"))
+    assert not tracker.accept(StateChange("s.a", _state("s.a", "1", 10), None, "live"))
+    assert not tracker.accept(StateChange("s.a", _state("s.a", "0", 5), None, "live"))
+    assert tracker.accept(StateChange("s.a", _state("s.a", "2", 11), None, "live"))
+
+
+def test_gap_fill_reports_only_what_moved_on() -> None:
+    tracker = StateTracker()
+    tracker.diff_snapshot([_state("s.a", "1", 10), _state("s.b", "1", 10), _state("s.gone", "1", 1)], "snapshot")
+    tracker.accept(StateChange("s.b", _state("s.b", "3", 30), None, "live"))
+    changes = tracker.diff_snapshot([_state("s.a", "2", 20), _state("s.b", "2", 20), _state("s.new", "1", 5)])
+    assert sorted((c.entity_id, c.new_state.state) for c in changes if c.new_state) == [("s.a", "2"), ("s.new", "1")]
+    assert tracker.get("s.b") is not None and tracker.get("s.b").state == "3"  # type: ignore[union-attr]
+    assert tracker.get("s.gone") is None

@@ -1,0 +1,102 @@
+"""The Home Assistant message parser: valid frames, coalesced frames, and arbitrary garbage."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from homeiq_daemon import hamessages
+from homeiq_daemon.errors import ProtocolError
+from homeiq_daemon.model import iso_to_ns
+
+STATE = {"entity_id": "sensor.t", "state": "1", "attributes": {"unit_of_measurement": "°C"},
+         "last_changed": "2026-11-20T12:00:00+00:00", "last_updated": "2026-11-20T12:00:01.5+00:00"}
+
+
+def test_single_and_coalesced_frames() -> None:
+    one = {"id": 3, "type": "pong"}
+    assert hamessages.decode_frame(orjson.dumps(one)) == [one]
+    assert hamessages.decode_frame(orjson.dumps([one, one]).decode()) == [one, one]
+
+
+@pytest.mark.parametrize("frame", [b"", b"nul", b"[1]", b'"x"', b"42", b"{", "\udcff".encode("utf-8", "surrogatepass")])
+def test_bad_frames_raise_protocol_error(frame: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        hamessages.decode_frame(frame)
+
+
+def test_state_changed_parses_new_state_with_exact_time() -> None:
+    change = hamessages.parse_state_changed({"entity_id": "sensor.t", "new_state": STATE, "old_state": None})
+    assert change.new_state is not None
+    assert change.new_state.last_updated_ns == 1_795_176_001_500_000_000
+    assert change.new_state.last_updated_ns == iso_to_ns("2026-11-20T12:00:01.500000Z")
+    removed = hamessages.parse_state_changed({"entity_id": "sensor.t", "new_state": None, "old_state": STATE})
+    assert removed.new_state is None
+
+
+@pytest.mark.parametrize("patch", [
+    {"entity_id": "nodot"}, {"entity_id": ".x"}, {"entity_id": 5}, {"state": 1}, {"attributes": []},
+    {"last_updated": None}, {"last_updated": "not a time"}, {"entity_id": "a." + "x" * 300},
+])
+def test_bad_states_are_rejected(patch: dict[str, object]) -> None:
+    with pytest.raises(ProtocolError):
+        hamessages.parse_state({**STATE, **patch})
+
+
+def test_recording_forms() -> None:
+    data = {"entity_id": "sensor.t", "new_state": STATE}
+    assert hamessages.state_changed_data({"id": 1, "type": "event",
+                                         "event": {"event_type": "state_changed", "data": data}}) == data
+    assert hamessages.state_changed_data({"event_type": "state_changed", "data": data}) == data
+    assert hamessages.state_changed_data(data) == data
+    assert hamessages.state_changed_data({"event_type": "call_service", "data": {}}) is None
+
+
+def test_commands_are_text_with_increasing_ids() -> None:
+    ids = hamessages.CommandIds()
+    assert [ids.take(), ids.take(), ids.take()] == [1, 2, 3]
+    assert orjson.loads(hamessages.subscribe_events(4, "state_changed")) == {
+        "id": 4, "type": "subscribe_events", "event_type": "state_changed"}
+    assert isinstance(hamessages.auth("t"), str)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=500)
+def test_arbitrary_bytes_never_escape_as_another_error(data: bytes) -> None:
+    try:
+        messages = hamessages.decode_frame(data)
+    except ProtocolError:
+        return
+    assert all(isinstance(m, dict) for m in messages)
+
+
+@given(json_values)
+@settings(max_examples=500)
+def test_arbitrary_json_state_changed_is_parsed_or_refused_cleanly(data: object) -> None:
+    try:
+        change = hamessages.parse_state_changed(data)
+    except ProtocolError:
+        return
+    assert isinstance(change.entity_id, str)
+
+
+@given(st.fixed_dictionaries({"entity_id": st.text(max_size=20), "state": st.text(max_size=20),
+                              "attributes": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+                              "last_updated": st.text(max_size=40)}))
+@settings(max_examples=500)
+def test_hostile_state_objects(obj: dict[str, object]) -> None:
+    try:
+        state = hamessages.parse_state(obj)
+    except ProtocolError:
+        return
+    assert state.domain
+    assert state.object_id
