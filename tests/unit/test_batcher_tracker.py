@@ -53,5 +53,7 @@ def test_gap_fill_reports_only_what_moved_on() -> None:
     tracker.accept(StateChange("s.b", _state("s.b", "3", 30), None, "live"))
     changes = tracker.diff_snapshot([_state("s.a", "2", 20), _state("s.b", "2", 20), _state("s.new", "1", 5)])
     assert sorted((c.entity_id, c.new_state.state) for c in changes if c.new_state) == [("s.a", "2"), ("s.new", "1")]
-    assert tracker.get("s.b") is not None and tracker.get("s.b").state == "3"  # type: ignore[union-attr]
+    kept = tracker.get("s.b")
+    assert kept is not None
+    assert kept.state == "3"
     assert tracker.get("s.gone") is None
