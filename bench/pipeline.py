@@ -77,6 +77,7 @@ async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> d
             continue
         if index & 255 == 0:
             await delivery.wait_for_room()
+    await delivery.wait_for_room()
     pipeline.flush()
     accepted = sum(stats.events_received.values()) - sum(stats.events_skipped.values())
     while stats.points_written < accepted and time.perf_counter() - started < 300:
