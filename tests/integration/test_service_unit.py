@@ -126,6 +126,7 @@ def test_unit_settings_match_the_daemon() -> None:
     assert one(unit, "Service.ExecStart") == "/opt/homeiq/venv/bin/homeiq run"
     assert one(unit, "Service.Restart") == "on-failure"
     assert set(one(unit, "Service.RestartPreventExitStatus").split()) == {
+        "2",  # argparse's own exit code for a bad command line
         str(EXIT_USAGE),
         str(EXIT_NOPERM),
         str(EXIT_CONFIG),
