@@ -2,8 +2,9 @@
 
 Every tick is wrapped: an exception is logged with its traceback and counted, and the next tick runs as
 planned; a tick slower than ``slow_tick_s`` logs a warning; a tick still running after its ``timeout_s``
-(by default its interval) is cancelled and counted as a failure, so one hung call cannot silently stop a
-job for good. Tick durations feed /healthz (``Stats.ticks`` and ``Scheduler.describe``).
+(by default its interval, and at least ``MIN_TIMEOUT_S``) is cancelled and counted as a failure, so one
+hung call cannot silently stop a job for good. Tick durations feed /healthz (``Stats.ticks`` and
+``Scheduler.describe``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from homeiq_daemon.logs import get_logger
 from homeiq_daemon.stats import DurationWindow, Stats
 
 log = get_logger("homeiq.scheduler")
+
+# A default timeout below this would cancel honest work on a slow SD card (a 5 s flush job that once takes
+# 20 s is slow, not hung); cancelling is for ticks that will never finish.
+MIN_TIMEOUT_S = 300.0
 
 TickFn = Callable[[], Awaitable[object]]
 
@@ -50,7 +55,7 @@ class Scheduler:
             raise ValueError(f"job {name}: interval_s must be positive")
         if any(job.name == name for job in self.jobs):
             raise ValueError(f"job {name}: a job of that name exists")
-        job = Job(name, interval_s, fn, run_at_start, timeout_s=timeout_s or interval_s)
+        job = Job(name, interval_s, fn, run_at_start, timeout_s=timeout_s or max(interval_s, MIN_TIMEOUT_S))
         self.jobs.append(job)
         return job
 

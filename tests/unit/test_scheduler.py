@@ -142,3 +142,13 @@ def test_bad_registrations_are_refused() -> None:
         scheduler.every("x", 1.0, nothing)
     with pytest.raises(ValueError, match="positive"):
         scheduler.every("y", 0, nothing)
+
+
+def test_default_timeouts_leave_room_for_slow_honest_work() -> None:
+    async def nothing() -> None:
+        return None
+
+    scheduler = Scheduler(Stats())
+    assert scheduler.every("flush", 5.0, nothing).timeout_s == 300.0
+    assert scheduler.every("retention", 3600.0, nothing).timeout_s == 3600.0
+    assert scheduler.every("custom", 5.0, nothing, timeout_s=2.0).timeout_s == 2.0
