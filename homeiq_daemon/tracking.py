@@ -2,7 +2,9 @@
 
 Home Assistant re-emits every entity when it restarts, and a reconnect's ``get_states`` snapshot repeats
 states we already have. A state is new only when its ``last_updated`` moved on; everything else would be a
-duplicate point (InfluxDB would overwrite it, but why write it at all).
+duplicate point (InfluxDB would overwrite it, but why write it at all). In a snapshot, a state whose value and
+attributes did not change is not new either, even with a newer ``last_updated`` (a restarted HA re-stamps what
+it restores).
 """
 
 from __future__ import annotations
@@ -46,8 +48,14 @@ class StateTracker:
         for state in states:
             fresh[state.entity_id] = state
             known = self._last.get(state.entity_id)
-            if known is None or known.last_updated_ns < state.last_updated_ns:
-                changes.append(StateChange(state.entity_id, state, known, origin))
+            if known is None:
+                changes.append(StateChange(state.entity_id, state, None, origin))
+            elif known.last_updated_ns < state.last_updated_ns:
+                # A restarted HA restores entities with their old state and attributes but a new
+                # last_updated (HA issue #62094): that is not a change, and writing it would add a point per
+                # entity at every HA restart. Only live events may repeat a value (force_update sensors).
+                if known.state != state.state or known.attributes != state.attributes:
+                    changes.append(StateChange(state.entity_id, state, known, origin))
             elif known.last_updated_ns > state.last_updated_ns:
                 # A live event newer than the snapshot already arrived: keep it.
                 fresh[state.entity_id] = known
