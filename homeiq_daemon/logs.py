@@ -62,10 +62,27 @@ def json_renderer(_: Any, __: str, event_dict: EventDict) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
 
+def _is_journal_stream(stream: TextIO) -> bool:
+    """True when ``stream`` is the journal stream systemd connected (JOURNAL_STREAM is ``dev:inode``);
+    a child that inherited the variable but writes elsewhere (a pipe, a terminal) gets another format."""
+    value = os.environ.get("JOURNAL_STREAM")
+    if not value:
+        return False
+    try:
+        fileno = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True  # not a real file (tests, wrappers): trust the variable
+    try:
+        st = os.fstat(fileno)
+    except OSError:
+        return False
+    return value == f"{st.st_dev}:{st.st_ino}"
+
+
 def choose_format(settings: LogSettings, stream: TextIO) -> str:
     if settings.format != "auto":
         return settings.format
-    if os.environ.get("JOURNAL_STREAM"):
+    if _is_journal_stream(stream):
         return "journal"
     if stream.isatty():
         return "console"
