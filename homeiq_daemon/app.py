@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeiq_daemon.config import Settings
 from homeiq_daemon.deadletter import DeadLetters
@@ -31,6 +31,9 @@ from homeiq_daemon.sink import BatchWriter
 from homeiq_daemon.spool import Spool
 from homeiq_daemon.stats import Stats
 from homeiq_daemon.store.history import HistoryStore
+
+if TYPE_CHECKING:
+    from homeiq_daemon.webhooks.service import WebhookService
 
 log = get_logger("homeiq.app")
 
@@ -56,6 +59,7 @@ class App:
         self.history: HistoryStore | None = None
         self.delivery: Delivery | None = None
         self.pipeline: Pipeline | None = None
+        self.webhooks: WebhookService | None = None
         self.scheduler = Scheduler(self.stats)
         self.metadata = MetadataService(settings, self.stats)  # store, registry sync, HTTP API
         self.metrics = self.metadata.metrics  # register more collectors here
@@ -107,6 +111,8 @@ class App:
         self.delivery = Delivery(self.liveness.track_writer(self.writer), spool, s, self.stats)
         self.pipeline = Pipeline(s, self.stats, self.delivery, self.metadata.extra_tags)
         self.metadata.attach_pipeline(self.pipeline)
+        if s.webhooks.rules or s.webhooks.targets:
+            await self._start_webhooks()
         if self.stats.sink_state != "embedded":
             self.stats.sink_state = "up"
         self.liveness.watch_task(self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer"))
@@ -154,6 +160,20 @@ class App:
         if error is not None:
             raise error
 
+    async def _start_webhooks(self) -> None:
+        """Rules fed by the pipeline, a durable outbox, signed POSTs (webhooks/service.py)."""
+        from homeiq_daemon.webhooks.config import OUTBOX_FILE  # noqa: PLC0415 - only with webhook rules
+        from homeiq_daemon.webhooks.metrics import WebhookCollector  # noqa: PLC0415
+        from homeiq_daemon.webhooks.service import WebhookService, areas_from  # noqa: PLC0415
+
+        s = self.settings
+        assert self.pipeline is not None
+        self.webhooks = WebhookService(s.webhooks, s.state_dir / OUTBOX_FILE, area_of=areas_from(self.metadata.sync))
+        await self.webhooks.start()
+        self.pipeline.listeners.append(self.webhooks.on_change)
+        self.metrics.register(WebhookCollector(self.webhooks.stats))
+        self.scheduler.every("webhook_outbox_prune", 3600.0, self.webhooks.prune, run_at_start=True)
+
     async def _wait_first_connection(self, connected: asyncio.Event) -> None:
         """READY means connected, unless HA is down at boot: then we are ready to take events anyway."""
         waiter = asyncio.ensure_future(connected.wait())
@@ -198,6 +218,8 @@ class App:
         for task in list(self._source_tasks):
             task.cancel()
         await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        if self.webhooks is not None:  # unfinished deliveries stay in the outbox for the next start
+            await self.webhooks.stop(deadline)
         if self.pipeline is not None:
             self.pipeline.flush()
         if self.delivery is not None:

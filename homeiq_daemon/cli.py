@@ -19,6 +19,7 @@ from homeiq_daemon import __version__
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
 from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, HomeIQError
 from homeiq_daemon.logs import configure_logging
+from homeiq_daemon.webhooks import cli as webhooks_cli
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -67,6 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
     history.add_argument("--until", default=None, help="ISO time; default now")
     history.add_argument("--limit", type=int, default=1000)
     history.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    webhooks_cli.add_parser(sub)
     return parser
 
 
@@ -162,7 +165,11 @@ def _leave_status(message: str) -> None:
     notify_failure(message)  # shown by `systemctl status homeiq`; a no-op outside systemd
 
 
-COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "history": cmd_history}
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    return webhooks_cli.run(args, _load(args))
+
+
+COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "history": cmd_history, "webhooks": cmd_webhooks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

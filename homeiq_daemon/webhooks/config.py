@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, 
 
 from homeiq_daemon.webhooks.signing import SecretFormatError, parse_secrets
 
+OUTBOX_FILE = "webhooks.db"  # in the state directory; its own file, apart from the other stores
 CREDENTIAL_PREFIX = "webhook_"
 CREDENTIALS_KEY = "_credential_secrets"  # where the credentials source puts webhook_<name> files
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -51,11 +51,13 @@ def error_of(path: Path) -> str:
 def test_valid_config_and_redacted_output(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path))
     rule = settings.webhooks.rules[0]
-    assert rule.to == ["on"] and rule.target_name == "ha"
+    assert rule.to == ["on"]
+    assert rule.target_name == "ha"
     assert settings.webhooks.horizon_s == 86_400
     assert settings.webhooks.all_targets["ha"].keys == [b"k" * 32]
     shown = str(redacted_dict(settings))
-    assert "secret-hook-id" not in shown and SECRET not in shown
+    assert "secret-hook-id" not in shown
+    assert SECRET not in shown
     assert "/api/webhook/**********" in shown
 
 
@@ -106,7 +108,8 @@ def test_valid_config_and_redacted_output(tmp_path: Path) -> None:
 def test_errors_name_the_setting(tmp_path: Path, extra: str, expected: str) -> None:
     message = error_of(write(tmp_path, extra))
     assert expected in message
-    assert "hunter2" not in message and SECRET not in message
+    assert "hunter2" not in message
+    assert SECRET not in message
 
 
 def test_credentials_fill_target_and_inline_rule_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +131,8 @@ def test_credential_for_unknown_name_is_an_error(tmp_path: Path, monkeypatch: py
     (creds / "webhook_hx").write_text(OTHER)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     message = error_of(write(tmp_path))
-    assert "webhook_hx" in message and "no [webhooks.targets.hx]" in message
+    assert "webhook_hx" in message
+    assert "no [webhooks.targets.hx]" in message
 
 
 def test_bad_secret_in_credential_does_not_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,11 +141,13 @@ def test_bad_secret_in_credential_does_not_leak(tmp_path: Path, monkeypatch: pyt
     (creds / "webhook_ha").write_text("whsec_c2hvcnQ=")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     message = error_of(write(tmp_path))
-    assert "webhooks.targets.ha.secret" in message and "c2hvcnQ" not in message
+    assert "webhooks.targets.ha.secret" in message
+    assert "c2hvcnQ" not in message
 
 
 def test_no_webhooks_section_is_fine(tmp_path: Path) -> None:
     path = tmp_path / "homeiq.toml"
     path.write_text(f'state_dir = "{tmp_path}"\n')
     settings = load_settings(path)
-    assert settings.webhooks.rules == [] and settings.webhooks.all_targets == {}
+    assert settings.webhooks.rules == []
+    assert settings.webhooks.all_targets == {}

@@ -112,7 +112,8 @@ def test_from_and_to_together() -> None:
     feed("lock.front", "locked")
     feed("lock.front", "unlocked")  # from locked: yes
     assert len(fired) == 1
-    assert fired[0].change.old_state is not None and fired[0].change.old_state.state == "locked"
+    assert fired[0].change.old_state is not None
+    assert fired[0].change.old_state.state == "locked"
 
 
 def test_numeric_fires_on_crossing_not_while_above() -> None:
@@ -181,7 +182,8 @@ def test_for_on_numeric_keeps_hold_while_in_range() -> None:
     feed("sensor.t", "27")
     clock.advance(31)
     assert len(fired) == 1
-    assert fired[0].change.new_state is not None and fired[0].change.new_state.state == "26"
+    assert fired[0].change.new_state is not None
+    assert fired[0].change.new_state.state == "26"
 
 
 def test_gapfill_and_snapshot_never_start_but_can_cancel() -> None:
@@ -239,7 +241,8 @@ def test_debounce_fires_latest_after_quiet() -> None:
     assert fired == []
     clock.advance(5)
     assert len(fired) == 1
-    assert fired[0].change.new_state is not None and fired[0].change.new_state.state == "4"
+    assert fired[0].change.new_state is not None
+    assert fired[0].change.new_state.state == "4"
 
 
 def test_areas_via_lookup_and_disabled_rules() -> None:
@@ -273,4 +276,5 @@ def test_close_cancels_pending() -> None:
     feed("switch.x", "on")
     engine.close()
     clock.advance(5)
-    assert fired == [] and engine.pending_holds == 0
+    assert fired == []
+    assert engine.pending_holds == 0

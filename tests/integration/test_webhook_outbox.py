@@ -1,0 +1,312 @@
+"""The webhook service end to end on loopback: real SQLite outbox, real aiohttp receiver, real clock.
+
+Retries, Retry-After, final 4xx, the horizon, per-rule order, per-target concurrency, restarts and a
+receiver that never answers. Secrets are fresh per test; signatures are checked by ``standardwebhooks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from homeiq_daemon.model import EntityState, StateChange
+from homeiq_daemon.store.outbox import read_log
+from homeiq_daemon.webhooks.config import WebhookSettings
+from homeiq_daemon.webhooks.service import WebhookService
+from homeiq_daemon.webhooks.signing import encode_secret
+from tests.support.webhook_receiver import Receiver
+
+SECRET = encode_secret(os.urandom(32))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rx = Receiver()
+    await rx.start()
+    try:
+        yield rx
+    finally:
+        await rx.stop()
+
+
+def settings_for(url: str, *rules: dict[str, Any], **overrides: Any) -> WebhookSettings:
+    data: dict[str, Any] = {
+        "targets": {"rx": {"url": url, "secret": SECRET, "timeout_s": 2}},
+        "rules": [{"target": "rx", **rule} for rule in rules]
+        or [{"name": "door", "entities": ["binary_sensor.door"], "to": "on", "target": "rx"}],
+        "retry_initial_s": 0.05,
+        "retry_max_s": 0.2,
+        **overrides,
+    }
+    return WebhookSettings.model_validate(data)
+
+
+class Door:
+    """Live changes of one entity, each with the previous state as old_state."""
+
+    def __init__(self, service: WebhookService, entity_id: str = "binary_sensor.door") -> None:
+        self.service = service
+        self.entity_id = entity_id
+        self.last: EntityState | None = None
+        self.n = 0
+
+    def set(self, state: str, **attributes: Any) -> None:
+        self.n += 1
+        stamp = f"2024-03-01T12:00:{self.n % 60:02d}.000000+00:00"
+        new = EntityState(self.entity_id, state, {"n": self.n, **attributes}, stamp, stamp, time.time_ns())
+        self.service.on_change(StateChange(self.entity_id, new, self.last, "live"))
+        self.last = new
+
+    def open_close(self, times: int) -> None:
+        for _ in range(times):
+            self.set("on")
+            self.set("off")
+
+
+async def started(settings: WebhookSettings, db: Path) -> WebhookService:
+    service = WebhookService(settings, db)
+    await service.start()
+    return service
+
+
+async def stop(service: WebhookService) -> None:
+    await service.stop(time.monotonic() + 5)
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_delivered_signed_and_recorded(receiver: Receiver, tmp_path: Path) -> None:
+    service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
+    try:
+        door = Door(service)
+        door.set("off")
+        door.set("on")
+        [got] = await receiver.wait_for(1)
+        payload = Webhook(SECRET).verify(got.body, got.headers)
+        assert payload["rule"] == "door"
+        assert payload["entity_id"] == "binary_sensor.door"
+        assert payload["new_state"]["state"] == "on"
+        assert payload["old_state"]["state"] == "off"
+        assert payload["delivery_id"] == got.webhook_id
+        assert got.headers["content-type"] == "application/json"
+        await wait_until(lambda: service.stats.deliveries["delivered"] == 1)
+        assert len(service.stats.latency_s) == 1
+        assert service.stats.latency_s[0] < 5
+    finally:
+        await stop(service)
+    [row] = read_log(tmp_path / "webhooks.db")
+    assert (row.status, row.attempts, row.last_status, row.id) == ("delivered", 1, 200, got.webhook_id)
+
+
+async def test_receiver_down_then_back(receiver: Receiver, tmp_path: Path) -> None:
+    await receiver.stop()  # connection refused for a while
+    service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
+    try:
+        door = Door(service)
+        door.open_close(3)
+        await wait_until(lambda: service.stats.attempts >= 4)
+        assert service.stats.deliveries["delivered"] == 0
+        await receiver.start()
+        got = await receiver.wait_for(3)
+        await wait_until(lambda: service.stats.deliveries["delivered"] == 3)
+        assert [r.json["new_state"]["attributes"]["n"] for r in got] == [1, 3, 5]  # type: ignore[index]
+        assert len({r.webhook_id for r in got}) == 3
+        assert service.stats.retries >= 3
+        assert service.stats.attempt_errors["no_answer"] >= 3
+    finally:
+        await stop(service)
+
+
+async def test_retry_after_is_honoured_and_id_is_stable(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.answer(503, headers={"Retry-After": "1"})
+    receiver.answer(429, headers={"Retry-After": "1"})
+    service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
+    try:
+        Door(service).open_close(1)
+        got = await receiver.wait_for(3, timeout=10)
+        assert [r.status for r in got] == [503, 429, 200]
+        assert got[1].arrived - got[0].arrived >= 0.95  # backoff alone would retry after ~0.05-0.1 s
+        assert got[2].arrived - got[1].arrived >= 0.95
+        assert len({r.webhook_id for r in got}) == 1
+        assert len({r.headers["webhook-signature"] for r in got}) >= 1
+        for r in got:
+            Webhook(SECRET).verify(r.body, r.headers)
+    finally:
+        await stop(service)
+
+
+async def test_client_error_is_final_and_408_is_retried(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.answer(408)
+    receiver.answer(404, body="no such hook")
+    service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
+    try:
+        Door(service).open_close(1)
+        await wait_until(lambda: service.stats.deliveries["rejected"] == 1)
+        await asyncio.sleep(0.5)
+        assert [r.status for r in receiver.received] == [408, 404]
+    finally:
+        await stop(service)
+    [row] = read_log(tmp_path / "webhooks.db", failed_only=True)
+    assert (row.status, row.last_status, row.attempts) == ("rejected", 404, 2)
+    assert row.last_error is not None
+    assert "no such hook" in row.last_error
+
+
+async def test_dead_letter_after_horizon(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.default_status = 500
+    service = await started(settings_for(receiver.url, horizon_s=1.0), tmp_path / "webhooks.db")
+    try:
+        Door(service).open_close(1)
+        await wait_until(lambda: service.stats.dead_letters == 1, timeout=10)
+        attempts = len(receiver.received)
+        assert attempts >= 3
+        await asyncio.sleep(0.5)
+        assert len(receiver.received) == attempts  # nothing after the dead letter
+    finally:
+        await stop(service)
+    [row] = read_log(tmp_path / "webhooks.db", failed_only=True)
+    assert row.status == "dead"
+    assert row.last_status == 500
+
+
+async def test_per_rule_order_while_retrying(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.answer(503, times=3)  # the first delivery needs four attempts
+    service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
+    try:
+        Door(service).open_close(4)
+        await receiver.wait_for(4, delivered=True)
+        ids_in_arrival = [r.webhook_id for r in receiver.received]
+        first = ids_in_arrival[0]
+        assert ids_in_arrival[:4] == [first] * 4  # nobody overtook the delivery being retried
+        numbers = [r.json["new_state"]["attributes"]["n"] for r in receiver.delivered]  # type: ignore[index]
+        assert numbers == [1, 3, 5, 7]
+    finally:
+        await stop(service)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_per_target_concurrency(receiver: Receiver, tmp_path: Path, concurrency: int) -> None:
+    receiver.delay_s = 0.2
+    rules = [{"name": f"r{i}", "entities": [f"binary_sensor.d{i}"], "to": "on"} for i in range(4)]
+    settings = settings_for(receiver.url, *rules, concurrency=concurrency)
+    service = await started(settings, tmp_path / "webhooks.db")
+    try:
+        for i in range(4):
+            Door(service, f"binary_sensor.d{i}").open_close(1)
+        await receiver.wait_for(4, timeout=10)
+        assert receiver.max_in_flight == concurrency
+    finally:
+        await stop(service)
+
+
+async def test_restart_mid_retry_delivers_once(receiver: Receiver, tmp_path: Path) -> None:
+    db = tmp_path / "webhooks.db"
+    receiver.default_status = 503
+    service = await started(settings_for(receiver.url, retry_initial_s=0.2), db)
+    Door(service).open_close(2)
+    await receiver.wait_for(2)
+    await stop(service)  # what SIGTERM does: unfinished deliveries stay pending
+    pending = [row for row in read_log(db) if row.status == "pending"]
+    assert len(pending) == 2
+    assert pending[-1].attempts >= 1
+    before = len(receiver.received)
+    await asyncio.sleep(0.5)
+    assert len(receiver.received) == before  # stopped means stopped
+
+    receiver.default_status = 200
+    service = await started(settings_for(receiver.url), db)
+    try:
+        await receiver.wait_for(2, delivered=True)
+        await asyncio.sleep(0.5)
+        delivered_ids = [r.webhook_id for r in receiver.delivered]
+        assert sorted(delivered_ids) == sorted(row.id for row in pending)
+        assert len(delivered_ids) == 2  # once each
+        first_seen = [r.webhook_id for r in receiver.received]
+        assert first_seen.index(pending[-1].id) < first_seen.index(pending[0].id)  # (log is newest first)
+    finally:
+        await stop(service)
+    assert {row.status for row in read_log(db)} == {"delivered"}
+
+
+async def test_hanging_receiver_never_slows_the_pipeline(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.hang = True
+    rules = [{"name": "all", "domains": ["sensor"]}]
+    service = await started(settings_for(receiver.url, *rules), tmp_path / "webhooks.db")
+    try:
+        sensor = Door(service, "sensor.power")
+        worst = 0.0
+        start = time.perf_counter()
+        for value in range(2000):
+            t0 = time.perf_counter()
+            sensor.set(str(value))
+            worst = max(worst, time.perf_counter() - t0)
+            if value % 100 == 0:
+                await asyncio.sleep(0)  # let the outbox writer and lanes run, as the event loop would
+        total = time.perf_counter() - start
+        assert total < 2.0
+        assert worst < 0.05
+        await wait_until(lambda: service.stats.pending == 2000)
+        assert receiver.in_flight == 1  # one rule: its lane waits on the hanging request, in order
+    finally:
+        t0 = time.monotonic()
+        await stop(service)
+        assert time.monotonic() - t0 < 5
+    assert len(read_log(tmp_path / "webhooks.db", limit=5000)) == 2000
+
+
+async def test_outbox_bound_drops_and_counts(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.hang = True
+    service = await started(settings_for(receiver.url, max_pending=5), tmp_path / "webhooks.db")
+    try:
+        Door(service).open_close(8)
+        await asyncio.sleep(0.2)
+        assert service.stats.deliveries["dropped"] == 3
+        assert service.stats.pending == 5
+    finally:
+        await stop(service)
+
+
+async def test_removed_target_is_dead_lettered(receiver: Receiver, tmp_path: Path) -> None:
+    db = tmp_path / "webhooks.db"
+    receiver.default_status = 503
+    service = await started(settings_for(receiver.url), db)
+    Door(service).open_close(1)
+    await receiver.wait_for(1)
+    await stop(service)
+    other = WebhookSettings.model_validate(
+        {"rules": [{"name": "x", "entities": ["a.b"], "url": receiver.url}]}
+    )
+    service = await started(other, db)
+    try:
+        await wait_until(lambda: service.stats.dead_letters == 1)
+    finally:
+        await stop(service)
+    [row] = read_log(db)
+    assert row.status == "dead"
+    assert "no longer configured" in (row.last_error or "")
+
+
+async def test_outbox_file_is_private_and_wal(tmp_path: Path, receiver: Receiver) -> None:
+    db = tmp_path / "webhooks.db"
+    service = await started(settings_for(receiver.url), db)
+    await stop(service)
+    assert db.stat().st_mode & 0o777 == 0o600
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
