@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from homeiq_daemon import __version__
+from homeiq_daemon import __version__, cli_metadata
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
 from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, HomeIQError
 from homeiq_daemon.logs import configure_logging
@@ -70,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
     webhooks_cli.add_parser(sub)
+    cli_metadata.add_parsers(sub)  # devices, entities
     return parser
 
 
@@ -169,7 +170,13 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return webhooks_cli.run(args, _load(args))
 
 
-COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "history": cmd_history, "webhooks": cmd_webhooks}
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "history": cmd_history,
+    "webhooks": cmd_webhooks,
+    **cli_metadata.COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
