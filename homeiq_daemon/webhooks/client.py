@@ -124,4 +124,3 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> str:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks).decode("utf-8", "replace")
-

@@ -214,7 +214,7 @@ class WebhookSettings(_Section):
                 raise ValueError(f'{where}: another rule is already named "{rule.name}"')
             seen.add(rule.name)
             if rule.target is not None and rule.target not in self.targets:
-                raise ValueError(f'{where}.target: no [webhooks.targets.{rule.target}] is configured')
+                raise ValueError(f"{where}.target: no [webhooks.targets.{rule.target}] is configured")
             if rule.url is not None and rule.name in self.targets:
                 raise ValueError(f'{where}.name: "{rule.name}" is also a target name; rename one of them')
         for name in self.targets:

@@ -32,7 +32,9 @@ STOP_GRACE_S = 2.0
 
 
 class _HasPlaces(Protocol):
-    places: Mapping[str, Any]  # entity_id -> EntityPlace(area_id, area_name, ...), replaced on each sync
+    @property
+    def places(self) -> Mapping[str, Any]:  # entity_id -> EntityPlace(area_id, area_name, ...); replaced on sync
+        ...
 
 
 def areas_from(sync: _HasPlaces) -> AreaLookup:
@@ -73,9 +75,7 @@ class WebhookService:
         await self.outbox.open()
         await self.client.start()
         loop = asyncio.get_running_loop()
-        self._engine = RuleEngine(
-            self.settings, self._accept, loop.call_later, self.stats, area_of=self._area_of
-        )
+        self._engine = RuleEngine(self.settings, self._accept, loop.call_later, self.stats, area_of=self._area_of)
         resumed = await self.outbox.pending()
         for row in resumed:
             self.dispatcher.enqueue(Work.from_row(row))

@@ -40,9 +40,7 @@ AUTOMATIONS: list[dict[str, Any]] = [
     {
         "id": "homeiq_plain",
         "alias": "homeiq plain webhook",
-        "trigger": [
-            {"platform": "webhook", "webhook_id": PLAIN_ID, "allowed_methods": ["POST"], "local_only": True}
-        ],
+        "trigger": [{"platform": "webhook", "webhook_id": PLAIN_ID, "allowed_methods": ["POST"], "local_only": True}],
         "action": [
             {
                 "service": "input_text.set_value",

@@ -24,10 +24,20 @@ SECRET = encode_secret(os.urandom(32))
 
 def event_line(entity_id: str, state: str, second: int) -> bytes:
     stamp = f"2024-03-01T12:00:{second:02d}.000000+00:00"
-    new_state = {"entity_id": entity_id, "state": state, "attributes": {}, "last_changed": stamp,
-                 "last_updated": stamp, "context": {"id": f"c{second}", "parent_id": None, "user_id": None}}
-    event = {"event_type": "state_changed", "data": {"entity_id": entity_id, "new_state": new_state},
-             "origin": "LOCAL", "time_fired": stamp}
+    new_state = {
+        "entity_id": entity_id,
+        "state": state,
+        "attributes": {},
+        "last_changed": stamp,
+        "last_updated": stamp,
+        "context": {"id": f"c{second}", "parent_id": None, "user_id": None},
+    }
+    event = {
+        "event_type": "state_changed",
+        "data": {"entity_id": entity_id, "new_state": new_state},
+        "origin": "LOCAL",
+        "time_fired": stamp,
+    }
     return orjson.dumps({"id": 1, "type": "event", "event": event}) + b"\n"
 
 
@@ -50,8 +60,15 @@ async def daemon(config: Path, *args: str) -> AsyncIterator[asyncio.subprocess.P
     log = config.parent / "daemon.log"
     with log.open("ab") as sink:  # a file, not a pipe: a full pipe would block the daemon's logging
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "homeiq_daemon", "--config", str(config), "run", *args,
-            stdout=subprocess.DEVNULL, stderr=sink,
+            sys.executable,
+            "-m",
+            "homeiq_daemon",
+            "--config",
+            str(config),
+            "run",
+            *args,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
         )
     try:
         yield proc
@@ -106,14 +123,20 @@ async def test_sigterm_mid_retry_then_restart_delivers_once(tmp_path: Path) -> N
 
     out = subprocess.run(
         [sys.executable, "-m", "homeiq_daemon", "--config", str(config), "webhooks", "log"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "delivered" in out
     assert delivery_id in out
     assert "door -> rx" in out
     failed_only = subprocess.run(
         [sys.executable, "-m", "homeiq_daemon", "--config", str(config), "webhooks", "log", "--failed"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert failed_only.stdout == ""
     assert "no failed deliveries" in failed_only.stderr

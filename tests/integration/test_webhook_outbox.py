@@ -287,9 +287,7 @@ async def test_removed_target_is_dead_lettered(receiver: Receiver, tmp_path: Pat
     Door(service).open_close(1)
     await receiver.wait_for(1)
     await stop(service)
-    other = WebhookSettings.model_validate(
-        {"rules": [{"name": "x", "entities": ["a.b"], "url": receiver.url}]}
-    )
+    other = WebhookSettings.model_validate({"rules": [{"name": "x", "entities": ["a.b"], "url": receiver.url}]})
     service = await started(other, db)
     try:
         await wait_until(lambda: service.stats.dead_letters == 1)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from homeiq_daemon.model import EntityState, Origin, StateChange
+from homeiq_daemon.registry import EntityPlace
 from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.rules import Match, RuleEngine
+from homeiq_daemon.webhooks.service import areas_from
 from homeiq_daemon.webhooks.stats import WebhookStats
 
 
@@ -48,9 +51,7 @@ class _Handle:
 
 
 def make_engine(*rules: dict[str, Any], area_of: Any = None) -> tuple[RuleEngine, list[Match], ManualClock]:
-    settings = WebhookSettings.model_validate(
-        {"rules": [{"url": "http://127.0.0.1:9/hook", **rule} for rule in rules]}
-    )
+    settings = WebhookSettings.model_validate({"rules": [{"url": "http://127.0.0.1:9/hook", **rule} for rule in rules]})
     clock = ManualClock()
     fired: list[Match] = []
     engine = RuleEngine(
@@ -73,9 +74,7 @@ class Feed:
         self.last: dict[str, EntityState] = {}
         self.tick = 0
 
-    def __call__(
-        self, entity_id: str, state: str | None, origin: Origin = "live", **attributes: Any
-    ) -> None:
+    def __call__(self, entity_id: str, state: str | None, origin: Origin = "live", **attributes: Any) -> None:
         self.tick += 1
         new = (
             None
@@ -278,3 +277,20 @@ def test_close_cancels_pending() -> None:
     clock.advance(5)
     assert fired == []
     assert engine.pending_holds == 0
+
+
+def test_areas_from_registry_places_follow_resyncs() -> None:
+    sync = SimpleNamespace(places={"light.desk": EntityPlace("office_2", "Home Office", None, None, None, None)})
+    engine, fired, _ = make_engine({"name": "r", "areas": ["home office"], "to": "on"}, area_of=areas_from(sync))
+    feed = Feed(engine)
+    feed("light.desk", "on")
+    sync.places = {}  # the registry sync replaced its table: the light left every area
+    feed("light.desk", "off")
+    feed("light.desk", "on")
+    sync.places = {"light.desk": EntityPlace("office_2", None, None, None, None, None)}
+    feed("light.desk", "off")
+    feed("light.desk", "on")
+    assert len(fired) == 1
+    engine2, fired2, _ = make_engine({"name": "r", "areas": ["Office_2"], "to": "on"}, area_of=areas_from(sync))
+    Feed(engine2)("light.desk", "on")
+    assert len(fired2) == 1
