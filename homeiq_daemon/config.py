@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from homeiq_daemon.errors import ConfigError
+from homeiq_daemon.switchbot_config import SwitchBotSettings
 from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
 DEFAULT_CONFIG_PATH = Path("/etc/homeiq/homeiq.toml")
@@ -39,6 +40,9 @@ CREDENTIAL_FILES: dict[str, str] = {
     "influxdb_token": "influxdb.token",
     "influxdb_password": "influxdb.password",
     "http_token": "http.token",
+    "switchbot_token": "switchbot.token",
+    "switchbot_secret": "switchbot.secret",
+    "switchbot_webhook_path_secret": "switchbot.webhook_path_secret",
 }
 
 
@@ -257,6 +261,7 @@ class Settings(BaseSettings):
     metadata: MetadataSettings = MetadataSettings()
     replay: ReplaySettings = ReplaySettings()
     webhooks: WebhookSettings = WebhookSettings()
+    switchbot: SwitchBotSettings = SwitchBotSettings()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Settings:
