@@ -1,0 +1,173 @@
+"""HA registry payloads -> plain values: the shapes HA 2024.3 sends, hostile input, enrichment."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from homeiq_daemon.registry import (
+    Area,
+    Device,
+    RegistryEntity,
+    RegistryError,
+    RegistryEvent,
+    locate,
+    parse_area,
+    parse_device,
+    parse_entity,
+    parse_entries,
+    parse_event,
+    parse_list,
+    tag_table,
+)
+
+# As HA 2024.3.3 serialises them (components/config/area_registry.py _entry_dict, DeviceEntry.dict_repr,
+# RegistryEntry.as_partial_dict).
+HA_AREA = {"aliases": ["Cuisine"], "area_id": "kitchen", "icon": None, "name": "Kitchen", "picture": None}
+HA_DEVICE = {
+    "area_id": "kitchen", "configuration_url": None, "config_entries": ["abc"], "connections": [["mac", "aa:bb"]],
+    "disabled_by": None, "entry_type": None, "hw_version": None, "id": "d41d8cd98f00b204e9800998ecf8427e",
+    "identifiers": [["hue", "1"]], "manufacturer": "Signify", "model": "LCT015", "name_by_user": "Ceiling",
+    "name": "Hue color lamp", "serial_number": None, "sw_version": "1.2", "via_device_id": "hub1",
+}  # fmt: skip
+HA_ENTITY = {
+    "area_id": None, "config_entry_id": "abc", "device_id": "d41d8cd98f00b204e9800998ecf8427e",
+    "disabled_by": None, "entity_category": None, "entity_id": "light.kitchen_ceiling", "has_entity_name": True,
+    "hidden_by": None, "icon": None, "id": "f1", "labels": [], "name": None, "options": {"conversation": {}},
+    "original_name": None, "platform": "hue", "translation_key": None, "unique_id": "00:17:88-0b",
+}  # fmt: skip
+
+
+def test_parses_ha_2024_3_shapes() -> None:
+    assert parse_area(HA_AREA) == Area("kitchen", "Kitchen", aliases=("Cuisine",))
+    device = parse_device(HA_DEVICE)
+    assert device.device_id == HA_DEVICE["id"]
+    assert (device.manufacturer, device.model, device.area_id, device.via_device_id) == (
+        "Signify", "LCT015", "kitchen", "hub1",
+    )  # fmt: skip
+    assert device.display_name == "Ceiling"
+    entity = parse_entity(HA_ENTITY)
+    assert entity.entity_id == "light.kitchen_ceiling"
+    assert entity.domain == "light"
+    assert entity.platform == "hue"
+    assert entity.has_entity_name is True
+    assert entity.device_id == HA_DEVICE["id"]
+
+
+def test_later_releases_fields_are_taken() -> None:
+    area = parse_area({**HA_AREA, "floor_id": "ground", "labels": ["b", "a"]})
+    assert area.floor_id == "ground"
+    assert area.labels == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None, [], "kitchen", {"name": "x"}, {"area_id": ""}, {"area_id": 5}, {"area_id": "a" * 300},
+        {"area_id": "k", "name": {"x": 1}}, {"area_id": "k", "aliases": "notalist"},
+    ],
+)  # fmt: skip
+def test_bad_area_raises(bad: Any) -> None:
+    with pytest.raises(RegistryError):
+        parse_area(bad)
+
+
+@pytest.mark.parametrize("entity_id", [None, "", "nodot", ".x", "x.", 5, "a." + "b" * 300])
+def test_bad_entity_id_raises(entity_id: Any) -> None:
+    with pytest.raises(RegistryError):
+        parse_entity({**HA_ENTITY, "entity_id": entity_id})
+
+
+def test_list_skips_and_counts_malformed_items() -> None:
+    items, bad = parse_list("entity", [HA_ENTITY, {"entity_id": 3}, "junk", {**HA_ENTITY, "entity_id": "sensor.b"}])
+    assert [e.entity_id for e in items] == ["light.kitchen_ceiling", "sensor.b"]
+    assert bad == 2
+    with pytest.raises(RegistryError):
+        parse_list("area", {"not": "a list"})
+
+
+def test_long_strings_are_bounded() -> None:
+    device = parse_device({**HA_DEVICE, "name": "x" * 10_000})
+    assert device.name is not None
+    assert len(device.name) == 512
+
+
+def test_get_entries_found_and_missing() -> None:
+    found, missing, bad = parse_entries({"light.kitchen_ceiling": HA_ENTITY, "sensor.gone": None, "bad": None})
+    assert [e.entity_id for e in found] == ["light.kitchen_ceiling"]
+    assert missing == ["sensor.gone"]
+    assert bad == 1
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "expected"),
+    [
+        ("area_registry_updated", {"action": "create", "area_id": "attic"}, RegistryEvent("area", "create", "attic")),
+        ("device_registry_updated", {"action": "update", "device_id": "d1", "changes": {"area_id": None}},
+         RegistryEvent("device", "update", "d1")),
+        ("entity_registry_updated", {"action": "remove", "entity_id": "light.a"},
+         RegistryEvent("entity", "remove", "light.a")),
+        ("entity_registry_updated",
+         {"action": "update", "entity_id": "light.b", "changes": {"entity_id": "light.a"}, "old_entity_id": "light.a"},
+         RegistryEvent("entity", "update", "light.b", "light.a")),
+    ],
+)  # fmt: skip
+def test_events(event_type: str, data: dict[str, Any], expected: RegistryEvent) -> None:
+    assert parse_event(event_type, data) == expected
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [
+        ("state_changed", {"action": "create"}),
+        ("area_registry_updated", {"action": "explode", "area_id": "x"}),
+        ("area_registry_updated", {"action": "create"}),
+        ("entity_registry_updated", {"action": "create", "entity_id": "nodot"}),
+        ("device_registry_updated", None),
+    ],
+)
+def test_bad_events_raise(event_type: str, data: Any) -> None:
+    with pytest.raises(RegistryError):
+        parse_event(event_type, data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+keys = st.sampled_from(["area_id", "id", "entity_id", "name", "labels", "aliases", "action", "device_id", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, json_values, max_size=8) | json_values)
+def test_parsers_never_raise_anything_but_registry_error(raw: Any) -> None:
+    for parse in (parse_area, parse_device, parse_entity):
+        with contextlib.suppress(RegistryError):
+            parse(raw)
+    for event_type in ("area_registry_updated", "device_registry_updated", "entity_registry_updated"):
+        with contextlib.suppress(RegistryError):
+            parse_event(event_type, raw)
+
+
+def test_locate_entity_area_wins_over_device_area() -> None:
+    areas = {"kitchen": Area("kitchen", "Kitchen"), "office": Area("office", "Office")}
+    devices = {"d1": Device("d1", name="Lamp", area_id="kitchen", manufacturer="Acme", model="L1")}
+    entities = [
+        RegistryEntity("light.a", device_id="d1"),
+        RegistryEntity("light.b", device_id="d1", area_id="office"),
+        RegistryEntity("sensor.c"),
+    ]
+    places = locate(entities, devices, areas)
+    assert places["light.a"].area_id == "kitchen"
+    assert places["light.a"].area_name == "Kitchen"
+    assert places["light.a"].manufacturer == "Acme"
+    assert places["light.b"].area_id == "office"
+    assert places["sensor.c"].area_id is None
+    assert tag_table(places, area=True, device=False) == {"light.a": {"area": "kitchen"}, "light.b": {"area": "office"}}
+    assert tag_table(places, area=True, device=True)["light.a"] == {"area": "kitchen", "device": "Lamp"}
+    assert tag_table(places, area=False, device=False) == {}
