@@ -98,6 +98,7 @@ class MetadataService:
     def attach_pipeline(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
         pipeline.listeners.append(self.store.note_state)
+        self.sync.is_live = lambda entity_id: pipeline.tracker.get(entity_id) is not None
 
     def attach_source(self, source: HomeAssistantSource) -> None:
         self.sync.attach(source)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,7 @@ class RegistrySync:
         self.malformed = 0
         self.failures = 0
         self.changed = asyncio.Event()  # set after each applied change (tests wait on it)
+        self.is_live: Callable[[str], bool] | None = None  # does HA currently report a state for this entity?
 
     # --- wiring ---------------------------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class RegistrySync:
                 await self._replace("area", lists["area"])
                 await self._replace("device", lists["device"])
                 await self._replace("entity", lists["entity"])
+                if self.is_live is not None:
+                    await self._store.prune_state_only(self.is_live)
                 self._rebuild()
         except (RegistryError, sqlite3.Error) as exc:
             # Metadata trouble must not cost the time series its connection: log, retry at the next event.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,17 @@ class MetadataStore:
         """Removed from HA's registry: the row goes (or stays state-only while HA still reports a state)."""
         rows = [(i,) for i in entity_ids]
         await self._transaction([(UNREGISTER_ENTITY, rows, True), (DROP_EMPTY_ENTITY, rows, True)])
+
+    async def prune_state_only(self, is_live: Callable[[str], bool]) -> int:
+        """After a reconnect: drop Home Assistant entities we only knew by their state and HA no longer has
+        (a snapshot does not report what disappeared while we were away)."""
+        rows = await self._fetch(
+            "prune", "SELECT entity_id FROM entities WHERE in_registry = 0 AND source = ?", (HA_SOURCE,)
+        )
+        gone = [(r[0],) for r in rows if not is_live(r[0])]
+        if gone:
+            await self._transaction([("DELETE FROM entities WHERE entity_id = ? AND in_registry = 0", gone, True)])
+        return len(gone)
 
     # --- latest states, write-coalesced ---------------------------------------------------------------
 
