@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from homeiq_daemon.webhooks.signing import SecretFormatError, parse_secrets
 
@@ -140,6 +150,13 @@ class WebhookRule(_Section):
     @field_serializer("url")
     def _show_url(self, url: str | None) -> str | None:
         return None if url is None else redact_url(url)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and "from_" in data:  # show the setting as it is written: `from`
+            data["from"] = data.pop("from_")
+        return data
 
     @model_validator(mode="after")
     def _check_rule(self) -> WebhookRule:
