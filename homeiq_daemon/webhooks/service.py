@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.logs import get_logger
 from homeiq_daemon.model import StateChange
 from homeiq_daemon.store.outbox import NewDelivery, Outbox
@@ -72,7 +73,11 @@ class WebhookService:
         self._dropping = False
 
     async def start(self) -> None:
-        await self.outbox.open()
+        try:
+            await self.outbox.open()
+        except (sqlite3.Error, OSError) as exc:
+            # A damaged or unwritable outbox: one clear line and EX_CANTCREAT, not a traceback.
+            raise StateDirError(f"webhooks: cannot open the outbox {self.outbox.path}: {exc}") from None
         await self.client.start()
         loop = asyncio.get_running_loop()
         self._engine = RuleEngine(self.settings, self._accept, loop.call_later, self.stats, area_of=self._area_of)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.model import EntityState, StateChange
 from homeiq_daemon.store.outbox import read_log
 from homeiq_daemon.webhooks.config import WebhookSettings
@@ -308,3 +309,11 @@ async def test_outbox_file_is_private_and_wal(tmp_path: Path, receiver: Receiver
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+async def test_damaged_outbox_is_one_clear_error(tmp_path: Path, receiver: Receiver) -> None:
+    db = tmp_path / "webhooks.db"
+    db.write_bytes(b"this is not a database" * 100)
+    service = WebhookService(settings_for(receiver.url), db)
+    with pytest.raises(StateDirError, match="webhooks: cannot open the outbox"):
+        await service.start()
