@@ -33,6 +33,7 @@ from homeiq_daemon.stats import Stats
 from homeiq_daemon.store.history import HistoryStore
 
 if TYPE_CHECKING:
+    from homeiq_daemon.sources.switchbot import SwitchBotSource
     from homeiq_daemon.webhooks.service import WebhookService
 
 log = get_logger("homeiq.app")
@@ -60,6 +61,7 @@ class App:
         self.delivery: Delivery | None = None
         self.pipeline: Pipeline | None = None
         self.webhooks: WebhookService | None = None
+        self.switchbot: SwitchBotSource | None = None
         self.scheduler = Scheduler(self.stats)
         self.metadata = MetadataService(settings, self.stats)  # store, registry sync, HTTP API
         self.metrics = self.metadata.metrics  # register more collectors here
@@ -140,6 +142,14 @@ class App:
                 s.replay.path, self.pipeline, self.stats, speed=s.replay.speed, shift_to_now=s.replay.shift_to_now
             )
             self._spawn(replay.run(), "homeiq-source-replay", source=True)
+        if s.switchbot.enabled:
+            from homeiq_daemon.sources.switchbot import SwitchBotSource  # noqa: PLC0415 - only with a token
+
+            self.switchbot = SwitchBotSource(s.switchbot, self.pipeline, self.stats, self.metadata.store)
+            self.metrics.register(self.switchbot.collector())
+            if self.metadata.server is not None and self.switchbot.webhook_enabled:
+                self.metadata.server.ctx.switchbot_webhook = self.switchbot.handle_webhook
+            self._spawn(self.switchbot.run(), "homeiq-source-switchbot", source=True)
         if not self._source_tasks:
             log.warning("homeiq.no_source", hint="set home_assistant.url and token, or run with --replay FILE")
 

@@ -30,6 +30,7 @@ from homeiq_daemon.model import EntityState, ns_to_iso
 from homeiq_daemon.stats import Stats
 from homeiq_daemon.store.history import HistoryStore
 from homeiq_daemon.store.metadata import EntityQuery, MetadataStore
+from homeiq_daemon.switchbot_readings import MAX_WEBHOOK_BYTES
 
 log = get_logger("homeiq.http")
 
@@ -84,6 +85,8 @@ class ApiContext:
     history: HistoryReader | None = None
     live_state: Callable[[str], EntityState | None] | None = None
     max_page: int = 1000
+    # (path secret, body) -> (status, JSON reply): the SwitchBot push receiver, when one is configured
+    switchbot_webhook: Callable[[str, bytes], tuple[int, dict[str, Any]]] | None = None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -122,6 +125,7 @@ class ApiServer:
         routes.add_get("/api/v1/entities", self.entities)
         routes.add_get("/api/v1/entities/{entity_id}", self.entity)
         routes.add_get("/api/v1/entities/{entity_id}/history", self.history)
+        routes.add_post("/switchbot/webhook/{secret}", self.switchbot_webhook)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -266,6 +270,17 @@ class ApiServer:
                 "points": points[:limit],
             }
         )
+
+    async def switchbot_webhook(self, request: web.Request) -> web.Response:
+        """SwitchBot pushes; the path's secret is checked (constant-time) by the receiver: 404 when wrong."""
+        receiver = self.ctx.switchbot_webhook
+        if receiver is None:
+            return _error(404, "Not Found")
+        if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
+            return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
+        body = await request.read()  # aiohttp stops a body without Content-Length at client_max_size
+        status, reply = receiver(request.match_info["secret"], body)
+        return _json(reply, status)
 
 
 def _live_only(live: EntityState) -> dict[str, Any]:
