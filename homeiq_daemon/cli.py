@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from homeiq_daemon import __version__, cli_metadata
+from homeiq_daemon import __version__, cli_metadata, switchbot_cli
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
 from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, HomeIQError
 from homeiq_daemon.logs import configure_logging
@@ -71,6 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     webhooks_cli.add_parser(sub)
     cli_metadata.add_parsers(sub)  # devices, entities
+    switchbot_cli.add_parser(sub)
     return parser
 
 
@@ -170,11 +171,16 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return webhooks_cli.run(args, _load(args))
 
 
+def cmd_switchbot(args: argparse.Namespace) -> int:
+    return switchbot_cli.run(args, _load(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "check-config": cmd_check_config,
     "history": cmd_history,
     "webhooks": cmd_webhooks,
+    "switchbot": cmd_switchbot,
     **cli_metadata.COMMANDS,
 }
 
