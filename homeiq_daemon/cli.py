@@ -117,6 +117,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else f"embedded history in {settings.history_db_path}"
     )
     source = settings.home_assistant.url or (str(settings.replay.path) if settings.replay.path else "none")
+    if settings.switchbot.enabled:
+        source = f"{source}+switchbot" if source != "none" else "switchbot"
     sys.stderr.write(f"config OK: source={source} sink={sink}\n")
     return EXIT_OK
 
