@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from homeiq_daemon.config import EntityCustomization, EntityFilter, MappingSettings, _glob_regex
