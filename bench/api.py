@@ -140,6 +140,27 @@ async def metric(session: aiohttp.ClientSession, base: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+async def server_side(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """From the daemon's own histogram: requests per route and the share answered within 1, 5 and 20 ms
+    (handler time, before the kernel and the client: tells the daemon's part of the tail from the machine's)."""
+    async with session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    buckets: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("homeiq_http_request_duration_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            route = labels.split('route="', 1)[1].split('"', 1)[0]
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            buckets.setdefault(route, {})[le] = float(value)
+    out: dict[str, Any] = {}
+    for route, by_le in buckets.items():
+        total = by_le.get("+Inf", 0.0)
+        if total:
+            out[route] = {"n": int(total), **{f"within_{ms}ms": round(by_le.get(le, 0.0) / total, 4)
+                                             for ms, le in (("1", "0.001"), ("5", "0.005"), ("20", "0.02"))}}
+    return out
+
+
 async def http_load(base: str, seconds: float, rps: int, ids: list[str]) -> tuple[dict[str, list[float]], int]:
     rng = random.Random(11)
     results: dict[str, list[float]] = {"entity": [], "list_page_100": [], "healthz": []}
@@ -289,6 +310,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sqlite_ref = await asyncio.to_thread(raw_sqlite, state / "homeiq.db", ids, 1000)
             influx_ref = await influx_latest(influxd.url, "bench", ids, args.influx_queries)
             points = await metric(session, base, "homeiq_points_written_total")
+            server = await server_side(session, base)
             async with session.get(f"{base}/api/v1/entities?limit=1") as resp:
                 sample_ok = resp.status == 200
         ingest_rate = (events_after - events_before) / elapsed
@@ -322,6 +344,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "daemon_env": args.daemon_env,
         },
         "http": results,
+        "server_side": server,
         "reference": {"raw_sqlite3": sqlite_ref, "influxdb_query_latest_state": influx_ref},
         "targets": targets,
         "met": {

@@ -25,11 +25,11 @@ from homeiq_daemon.config import HttpSettings
 from homeiq_daemon.errors import HistoryUnavailable
 from homeiq_daemon.health import evaluate
 from homeiq_daemon.logs import get_logger
-from homeiq_daemon.metrics import CONTENT_TYPE, Metrics
+from homeiq_daemon.metrics import CONTENT_TYPE, DurationCollector, Metrics
 from homeiq_daemon.model import EntityState, ns_to_iso
 from homeiq_daemon.stats import Stats
 from homeiq_daemon.store.history import HistoryStore
-from homeiq_daemon.store.metadata import EntityQuery, MetadataStore
+from homeiq_daemon.store.metadata import EntityQuery, MetadataStore, QueryTimes
 from homeiq_daemon.switchbot_readings import MAX_WEBHOOK_BYTES
 
 log = get_logger("homeiq.http")
@@ -116,6 +116,11 @@ class ApiServer:
         self._token = settings.token.get_secret_value().encode() if settings.token is not None else None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.request_times = QueryTimes()
+        doc = "Time to answer one HTTP request (server side)."
+        context.metrics.register(
+            DurationCollector("homeiq_http_request_duration_seconds", doc, "route", self.request_times)
+        )
         self.app = web.Application(middlewares=[self._errors, self._auth])
         routes = self.app.router
         routes.add_get("/healthz", self.healthz)
@@ -148,8 +153,9 @@ class ApiServer:
     async def _errors(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
-            response = await handler(request)
+            return self._compress(request, await handler(request))
         except BadRequest as exc:
             return _error(400, str(exc))
         except HistoryUnavailable as exc:
@@ -161,6 +167,13 @@ class ApiServer:
         except Exception:
             log.exception("http.handler_failed", path=request.path[:200])
             return _error(500, "internal error (logged)")
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            self.request_times.add(route, time.perf_counter() - started)
+
+    @staticmethod
+    def _compress(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         if isinstance(response, web.Response) and response.body is not None:
             size = len(response.body) if isinstance(response.body, bytes) else 0
             if size >= GZIP_MIN_BYTES and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower():

@@ -20,7 +20,7 @@ from homeiq_daemon.stats import Stats
 
 if TYPE_CHECKING:
     from homeiq_daemon.registry_sync import RegistrySync
-    from homeiq_daemon.store.metadata import MetadataStore
+    from homeiq_daemon.store.metadata import MetadataStore, QueryTimes
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -134,16 +134,31 @@ class StatsCollector:
 
     @staticmethod
     def _store_metrics(store: MetadataStore) -> Iterator[Any]:
-        times = store.query_times
-        hist = HistogramMetricFamily("homeiq_sqlite_query_duration_seconds", "Metadata store read durations.",
-                                     labels=["query"])  # fmt: skip
-        for name, counts in sorted(times.counts.items()):
-            hist.add_metric([name], _bucket_list(times.bounds_s, counts), times.sums[name])
-        yield hist
+        yield duration_family(
+            "homeiq_sqlite_query_duration_seconds", "Metadata store read durations.", "query", store.query_times
+        )
         yield CounterMetricFamily("homeiq_metadata_states_flushed", "Entity states written (coalesced).",
                                   value=store.states_flushed)  # fmt: skip
         yield GaugeMetricFamily("homeiq_metadata_states_pending", "Entity states waiting for the next flush.",
                                 value=store.pending_states)  # fmt: skip
+
+
+def duration_family(name: str, documentation: str, label: str, times: QueryTimes) -> HistogramMetricFamily:
+    """A histogram family from durations kept as plain per-name bucket counts."""
+    family = HistogramMetricFamily(name, documentation, labels=[label])
+    for key, counts in sorted(times.counts.items()):
+        family.add_metric([key], _bucket_list(times.bounds_s, counts), times.sums[key])
+    return family
+
+
+class DurationCollector:
+    """Exposes one ``QueryTimes`` (e.g. the HTTP server's request durations)."""
+
+    def __init__(self, name: str, documentation: str, label: str, times: QueryTimes) -> None:
+        self._args = (name, documentation, label, times)
+
+    def collect(self) -> Iterator[Any]:
+        yield duration_family(*self._args)
 
 
 def _labelled_counter(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:

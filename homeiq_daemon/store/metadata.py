@@ -68,7 +68,7 @@ CHUNK_ROWS = 128
 class QueryTimes:
     """Durations of the store's reads, by query name, as cumulative histogram buckets (for /metrics)."""
 
-    bounds_s: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+    bounds_s: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
     counts: dict[str, list[int]] = field(default_factory=dict)
     sums: dict[str, float] = field(default_factory=dict)
 

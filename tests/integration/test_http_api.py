@@ -322,6 +322,7 @@ async def test_healthz_and_metrics(api: Api) -> None:
         "process_cpu_seconds_total",
         "homeiq_spool_bytes",
         "homeiq_hub_reconnects_total",
+        'homeiq_http_request_duration_seconds_count{route="/api/v1/entities/{entity_id}"} 1.0',
     ):
         assert needle in metrics, needle
 
