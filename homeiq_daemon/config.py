@@ -142,8 +142,11 @@ class BatchSettings(_Section):
 class SpoolSettings(_Section):
     max_bytes: int = Field(default=512 * MiB, ge=MiB)
     segment_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
+    """Size of one spool file; at most max_bytes / 8, so dropping the oldest file when full costs an eighth."""
     fsync: bool = True
     """fsync each spooled batch, so a power cut loses at most the batch being built in memory."""
+    drain_batch_points: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Points per write while draining the spool: consecutive spooled batches go out as one request."""
 
 
 class HistorySettings(_Section):

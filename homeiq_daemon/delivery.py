@@ -39,6 +39,8 @@ T = TypeVar("T")
 # ones beyond that are dropped (counted as "spool_unwritable"), so memory stays bounded.
 _UNWRITABLE_FACTOR = 4
 _DISK_RETRY_S = 1.0
+# Upper bound on the stored (usually gzip) bytes of one drain request, whatever drain_batch_points says.
+_DRAIN_MAX_BYTES = 8 * 1024 * 1024
 # Part of the shutdown budget kept for spooling what could not be written (at least 1 s, at most 5 s).
 _STOP_SPOOL_SHARE = 0.25
 
@@ -50,6 +52,7 @@ class Delivery:
         self._stats = stats
         self._max_pending = settings.batch.max_pending_batches
         self._retry_max_s = settings.influxdb.retry_max_s
+        self._drain_points = settings.spool.drain_batch_points
         self._pending: deque[Batch] = deque()
         self._overflow: deque[Batch] = deque()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeiq-spool")
@@ -199,12 +202,12 @@ class Delivery:
         """Write one batch (live or spooled); False when there was nothing to write."""
         take_spool = not self._stopping and (self._spool_turn or not self._pending) and self._spool_has_data()
         if take_spool:
-            record = await self._in_io(self.spool.peek)
-            if record is None:
+            records = await self._in_io(self.spool.peek_many, self._drain_points, _DRAIN_MAX_BYTES)
+            if not records:
                 self._spool_drained()
             else:
                 self._spool_turn = False
-                await self._write_spooled(record)
+                await self._write_spooled(records)
                 return True
         if not self._pending:
             return False
@@ -221,22 +224,22 @@ class Delivery:
         self._update_room()
         return True
 
-    async def _write_spooled(self, record: SpoolRecord) -> bool:
-        """Write one spooled record; False when the sink refused it as transient (it stays spooled)."""
+    async def _write_spooled(self, records: list[SpoolRecord]) -> bool:
+        """Write consecutive spooled records as one request; False when the sink refused it as transient
+        (they stay spooled). Gzip payloads are sent as they are: concatenated gzip members are one stream."""
         try:
-            body = record.body()
+            body = b"".join(record.body() for record in records)
         except (OSError, EOFError, ValueError, zlib.error) as exc:  # passed the crc, yet will not inflate
-            log.error("spool.record_unreadable", error=str(exc), points=record.points)
-            self._stats.points_dropped["spool_corrupt"] += record.points
-            await self._in_io(self.spool.ack, record)
-            self._refresh_spool_stats()
-            return True
+            log.error("spool.record_unreadable", error=str(exc), records=len(records))
+            return await self._write_spooled_one_by_one(records)
+        points = sum(record.points for record in records)
+        gzipped = b"".join(r.payload for r in records) if all(r.gzipped for r in records) else None
         try:
-            result = await self.writer.write(body, record.points, gzipped=record.payload if record.gzipped else None)
+            result = await self.writer.write(body, points, gzipped=gzipped)
         except (TransientSinkError, SinkAuthError) as exc:
             self._go_down(exc)
             return False
-        await self._in_io(self.spool.ack, record)
+        await self._in_io(self.spool.ack_many, records)
         if self._draining_since is None:
             self._draining_since = time.monotonic()
         self._stats.spool_drained_points += result.written
@@ -244,6 +247,21 @@ class Delivery:
         self._refresh_spool_stats()
         if self.spool.stats().records == 0:
             self._spool_drained()
+        return True
+
+    async def _write_spooled_one_by_one(self, records: list[SpoolRecord]) -> bool:
+        """A payload that will not inflate (rare: it passed its crc): drop that one, send the others."""
+        for record in records:
+            try:
+                record.body()
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                log.error("spool.record_dropped", reason="payload does not inflate", error=str(exc), points=record.points)
+                self._stats.points_dropped["spool_corrupt"] += record.points
+                await self._in_io(self.spool.ack_many, [record])
+                self._refresh_spool_stats()
+                continue
+            if not await self._write_spooled([record]):
+                return False
         return True
 
     def _account(self, result: WriteResult) -> None:
@@ -293,12 +311,12 @@ class Delivery:
             return
         # What waits in memory goes to disk first: the oldest spooled batch is the probe.
         await self._spill_overflow()
-        record = await self._in_io(self.spool.peek)
-        if record is None:
+        records = await self._in_io(self.spool.peek_many, self._drain_points, _DRAIN_MAX_BYTES)
+        if not records:
             if await self.writer.ping():
                 self._mark_up()
             return
-        if await self._write_spooled(record):
+        if await self._write_spooled(records):
             self._mark_up()
         elif self._down_attempts == 1 or self._down_attempts % 20 == 0:
             log.info("sink.still_down", attempts=self._down_attempts, spooled_points=self._stats.spool_points)

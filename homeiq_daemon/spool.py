@@ -378,6 +378,12 @@ class Spool:
 
     def peek(self) -> SpoolRecord | None:
         """The oldest record not yet delivered, or None when the spool is drained."""
+        records = self.peek_many(1, 0)
+        return records[0] if records else None
+
+    def peek_many(self, max_points: int, max_bytes: int) -> list[SpoolRecord]:
+        """The oldest undelivered records, in order: at least one (when there is one), then more from the
+        same segment while they stay within ``max_points`` and ``max_bytes`` of payload. Empty when drained."""
         while self._segments:
             first = self._segments[0]
             try:
@@ -385,39 +391,54 @@ class Spool:
             except FileNotFoundError:
                 fh = None
             if fh is not None:
+                records: list[SpoolRecord] = []
+                points = size = 0
                 with fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    for record in iter_records(fh, first.seq, self._read_offset, size):
-                        if self._head_ms != record.spooled_at_ms:
-                            self._head_ms = record.spooled_at_ms
-                            self._publish()
-                        return record
+                    end = os.fstat(fh.fileno()).st_size
+                    for record in iter_records(fh, first.seq, self._read_offset, end):
+                        points += record.points
+                        size += len(record.payload)
+                        if records and (points > max_points or size > max_bytes):
+                            break
+                        records.append(record)
+                if records:
+                    if self._head_ms != records[0].spooled_at_ms:
+                        self._head_ms = records[0].spooled_at_ms
+                        self._publish()
+                    return records
             if first.seq == self._write_seq:
                 # Nothing readable after the cursor in the segment still being written: everything in it is
                 # delivered (or was unreadable). Say so in the counts, so nobody polls for records that are
                 # not there.
                 self._read_records, self._read_points = first.records, first.points
                 self._publish()
-                return None
+                return []
             self._remove_first()
             self._publish()
-        return None
+        return []
 
     def ack(self, record: SpoolRecord) -> None:
         """Mark a record delivered; deletes its segment once everything in it is delivered."""
-        if not self._segments or record.segment != self._segments[0].seq or record.offset < self._read_offset:
-            return  # its segment was dropped meanwhile, or it was acknowledged already
-        first = self._segments[0]
-        self._read_offset = record.next_offset
-        self._read_records += 1
-        self._read_points += record.points
-        self._head_ms = record.spooled_at_ms
-        if self._read_records >= first.records:
-            # Delivered completely (for the segment being written too: the next append opens a new one, so a
-            # drained spool takes no space and the next outage starts on a fresh file).
-            self._remove_first()
-        else:
-            self._write_cursor(first.seq, self._read_offset)
+        self.ack_many([record])
+
+    def ack_many(self, records: list[SpoolRecord]) -> None:
+        """Mark records delivered (in order, as ``peek_many`` gave them); one cursor write for all."""
+        advanced = False
+        for record in records:
+            if not self._segments or record.segment != self._segments[0].seq or record.offset < self._read_offset:
+                continue  # its segment was dropped meanwhile, or it was acknowledged already
+            self._read_offset = record.next_offset
+            self._read_records += 1
+            self._read_points += record.points
+            self._head_ms = record.spooled_at_ms
+            advanced = True
+            if self._read_records >= self._segments[0].records:
+                # Delivered completely (for the segment being written too: the next append opens a new one,
+                # so a drained spool takes no space and the next outage starts on a fresh file).
+                self._remove_first()
+                advanced = False
+        if advanced:
+            self._write_cursor(self._segments[0].seq, self._read_offset)
         self._publish()
 
     def close(self) -> None:

@@ -40,12 +40,12 @@ def test_sigterm_flushes_the_in_memory_batch_to_influxdb(
     daemon = DaemonProcess(["--replay", str(recording), "--keep-running"], settings_env(values))
     try:
         daemon.wait_for("replay.finished", 30)
-        assert influxd_server.query("SHOW MEASUREMENTS", influx_db) == []  # nothing sent yet
+        assert influxd_server.query("SHOW MEASUREMENTS", influx_db) == [], daemon.events  # nothing sent yet
         rc, stop_s = sigterm_and_wait(daemon, values["shutdown_timeout_s"])
     finally:
         daemon.kill()
     assert rc == 0, daemon.events[-10:]
-    assert stop_s < values["shutdown_timeout_s"]
+    assert stop_s < values["shutdown_timeout_s"], (stop_s, daemon.events[-10:])
     diff = compare(expected, stored_points(influxd_server, influx_db))
     assert diff.ok, diff.summary()
     # Healthy InfluxDB: the spool directory holds no segment (nothing was written to the SD card for it).
@@ -75,7 +75,7 @@ async def test_sigterm_with_hung_influxdb_spools_within_the_deadline(
         daemon.kill()
         server.resume()
     assert rc == 0, daemon.events[-10:]
-    assert stop_s < values["shutdown_timeout_s"] + 1.0
+    assert stop_s < values["shutdown_timeout_s"] + 1.0, (stop_s, daemon.events[-10:])
     stopped = daemon.seen("delivery.stopped")
     assert stopped is not None
     assert stopped["spooled_points"] == len(expected)

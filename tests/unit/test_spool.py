@@ -180,6 +180,40 @@ def test_peek_sees_records_appended_to_the_open_segment(spool_dir: Path) -> None
     spool.close()
 
 
+def test_peek_many_takes_consecutive_records_within_limits(spool_dir: Path) -> None:
+    spool = open_spool(spool_dir)
+    for i in range(10):
+        spool.append(batch(i), 100)
+    assert [r.points for r in spool.peek_many(350, 10 * MiB)] == [100, 100, 100]
+    assert len(spool.peek_many(50, 10 * MiB)) == 1  # always at least one
+    first_two = spool.peek_many(200, 10 * MiB)
+    spool.ack_many(first_two)
+    spool.ack_many(first_two)  # again: nothing happens
+    assert spool.stats().records == 8
+    spool.close()
+    again = open_spool(spool_dir)
+    rest = again.peek_many(10_000, 10 * MiB)
+    assert [r.body() for r in rest] == [batch(i) for i in range(2, 10)]
+    again.ack_many(rest)
+    assert again.peek_many(10_000, 10 * MiB) == []
+    assert segments(spool_dir) == []
+    again.close()
+
+
+def test_peek_many_stops_at_the_end_of_a_segment(spool_dir: Path) -> None:
+    spool = open_spool(spool_dir, segment_bytes=64 * 1024)
+    bodies = [os.urandom(20_000) for _ in range(7)]
+    for body in bodies:
+        spool.append(body, 1)
+    got: list[bytes] = []
+    while records := spool.peek_many(1000, 100 * MiB):
+        assert len({r.segment for r in records}) == 1
+        got.extend(r.body() for r in records)
+        spool.ack_many(records)
+    assert got == bodies
+    spool.close()
+
+
 def test_stats_track_depth_and_oldest(spool_dir: Path) -> None:
     spool = open_spool(spool_dir)
     assert spool.stats().oldest_spooled_ms is None
