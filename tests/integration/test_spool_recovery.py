@@ -4,7 +4,10 @@ keeps running, and draining alternates with live batches."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,9 +20,9 @@ from homeiq_daemon.deadletter import DeadLetters
 from homeiq_daemon.delivery import Delivery
 from homeiq_daemon.influx import InfluxWriter
 from homeiq_daemon.sink import WriteResult
-from homeiq_daemon.spool import HEADER_SIZE, Spool
+from homeiq_daemon.spool import FLAG_GZIP, HEADER_SIZE, MAGIC, Spool
 from homeiq_daemon.stats import Stats
-from tests.support.influxd import InfluxServer
+from tests.support.influxd import InfluxServer, free_port
 from tests.support.outage import caught_up, outage_settings, stop_app, wait_until
 
 pytestmark = [pytest.mark.influxd]
@@ -189,3 +192,65 @@ async def test_draining_alternates_with_live_batches(
     assert order.count("spool") == 50
     assert order[:8] in (["spool", "live"] * 4, ["live", "spool"] * 4)  # live data did not wait for the drain
     assert stored_batches(influxd_server, influx_db) == {n: 20 for n in range(104)}
+
+
+async def test_record_that_passes_its_crc_but_will_not_inflate_is_dropped_and_counted(
+    tmp_path: Path, influxd_server: InfluxServer, influx_db: str
+) -> None:
+    settings = delivery_settings(tmp_path, influxd_server.url, influx_db)
+    spool = Spool(settings.state_dir / "spool", max_bytes=64 * MiB, segment_bytes=8 * MiB)
+    spool.append(("\n".join(lines(0, 10)) + "\n").encode(), 10)
+    spool.close()
+    # A record whose crc is right but whose "gzip" payload is not gzip (a bug or a tool writing the file).
+    payload = b"not gzip at all"
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack(">IBQ", 7, FLAG_GZIP, 1)))
+    with next((settings.state_dir / "spool").glob("*.seg")).open("ab") as fh:
+        fh.write(struct.pack(">4sIIBQI", MAGIC, len(payload), 7, FLAG_GZIP, 1, crc) + payload)
+    spool = Spool(settings.state_dir / "spool", max_bytes=64 * MiB, segment_bytes=8 * MiB)
+    spool.append(("\n".join(lines(1, 10)) + "\n").encode(), 10)
+    spool.close()
+    stats = Stats()
+    with capture_logs() as logs:
+        delivery, tasks = await start_delivery(settings, stats)
+        try:
+            await wait_until(lambda: stats.spool_records == 0 and stats.spool_drained_points == 20, 20, "the drain")
+        finally:
+            await close_delivery(delivery, tasks)
+    assert stats.points_dropped["spool_corrupt"] == 7
+    assert [e for e in logs if e["event"] == "spool.record_dropped"]
+    assert stored_batches(influxd_server, influx_db) == {0: 10, 1: 10}
+
+
+async def test_unwritable_disk_keeps_a_bounded_number_of_batches_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """InfluxDB unreachable (a closed port) and the disk refusing writes (EIO, injected): memory stays bounded,
+    the excess is dropped and counted, one log line; when the disk works again the rest is spooled."""
+    real_write = os.write
+
+    def broken_disk(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr("homeiq_daemon.spool.os.write", broken_disk)
+    settings = delivery_settings(tmp_path, f"http://127.0.0.1:{free_port()}", "none")
+    stats = Stats()
+    with capture_logs() as logs:
+        delivery, tasks = await start_delivery(settings, stats)
+        try:
+            limit = settings.batch.max_pending_batches * 4
+            for n in range(limit + 10):
+                delivery.enqueue(Batch(lines(n, 10)))
+            await wait_until(lambda: not delivery.is_up, 10, "the sink to be marked down")
+            await wait_until(lambda: stats.points_dropped["spool_unwritable"] > 0, 10, "the excess to be dropped")
+            assert delivery.backlog <= limit
+            for n in range(limit + 10, limit + 30):  # more arrive while the disk is still broken
+                delivery.enqueue(Batch(lines(n, 10)))
+            await asyncio.sleep(1.5)
+            assert delivery.backlog <= limit + 1
+            monkeypatch.setattr("homeiq_daemon.spool.os.write", real_write)
+            await wait_until(lambda: delivery.backlog == 0, 10, "the disk to take the rest")
+        finally:
+            await close_delivery(delivery, tasks)
+    assert stats.spool_points + stats.points_dropped["spool_unwritable"] == (limit + 30) * 10
+    assert len([e for e in logs if e["event"] == "spool.write_failed"]) == 1
+    assert [e for e in logs if e["event"] == "spool.write_recovered"]
