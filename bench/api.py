@@ -10,6 +10,8 @@ whole body read, over one keep-alive connection pool.
 
 Named references, measured in the same run while the ingest goes on:
 
+* **bare aiohttp server**: a server that answers a constant small JSON (its own process), requested by the
+  same client alongside every /healthz — the floor this machine and client put under any answer;
 * **raw sqlite3**: the same single-entity and 100-item lookups as plain ``sqlite3`` queries on the daemon's
   metadata file (read-only connection, this process) — the floor under the HTTP layer;
 * **InfluxDB /query**: the latest state of one entity from influxd (``SELECT * FROM /.*/ WHERE domain=…
@@ -115,6 +117,23 @@ async def fake_ha_main(port: int, events_per_s: int, seconds: float) -> None:
     await ha.stop()
 
 
+async def null_server_main(port: int, seconds: float) -> None:
+    """The floor: a bare aiohttp server answering a constant small JSON, in its own process, under the same
+    load. Its latency is what this machine and this client cost before the daemon does anything."""
+    from aiohttp import web  # noqa: PLC0415
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.sleep(seconds)
+    await runner.cleanup()
+
+
 # --- measurement ---------------------------------------------------------------------------------------------
 
 
@@ -161,9 +180,11 @@ async def server_side(session: aiohttp.ClientSession, base: str) -> dict[str, An
     return out
 
 
-async def http_load(base: str, seconds: float, rps: int, ids: list[str]) -> tuple[dict[str, list[float]], int]:
+async def http_load(
+    base: str, floor_base: str, seconds: float, rps: int, ids: list[str]
+) -> tuple[dict[str, list[float]], int]:
     rng = random.Random(11)
-    results: dict[str, list[float]] = {"entity": [], "list_page_100": [], "healthz": []}
+    results: dict[str, list[float]] = {"entity": [], "list_page_100": [], "healthz": [], "floor": []}
     errors = 0
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -172,7 +193,7 @@ async def http_load(base: str, seconds: float, rps: int, ids: list[str]) -> tupl
             nonlocal errors
             started = time.perf_counter()
             try:
-                async with session.get(base + path) as resp:
+                async with session.get(path if path.startswith("http") else base + path) as resp:
                     await resp.read()
                     ok = resp.status == 200
             except (aiohttp.ClientError, TimeoutError):
@@ -203,9 +224,13 @@ async def http_load(base: str, seconds: float, rps: int, ids: list[str]) -> tupl
                 path = f"/api/v1/entities?limit=100&cursor={cursor_for(ids[rng.randrange(len(ids) - 200)])}"
             else:
                 path = "/healthz"
-            task = asyncio.create_task(one(kind, path))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            batch = [(kind, path)]
+            if kind == "healthz":
+                batch.append(("floor", floor_base + "/ok"))
+            for name, target in batch:
+                task = asyncio.create_task(one(name, target))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
     return results, errors
 
@@ -271,13 +296,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     influxd = InfluxServer(tmp / "influxd")
     influxd.start()
     influxd.create_database("bench")
-    ha_port, http_port = free_port(), free_port()
+    ha_port, http_port, floor_port = free_port(), free_port(), free_port()
     ha_seconds = args.seconds + 120
     fake = subprocess.Popen(
         [sys.executable, __file__, "--role", "fake-ha", "--port", str(ha_port), "--events-per-s",
          str(args.events_per_s), "--seconds", str(ha_seconds)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
+    floor = subprocess.Popen([sys.executable, __file__, "--role", "null-server", "--port", str(floor_port),
+                              "--seconds", str(ha_seconds)], cwd=ROOT, start_new_session=True)  # fmt: skip
     state = tmp / "state"
     config = tmp / "homeiq.toml"
     config.write_text(
@@ -304,7 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(6.0, args.warmup))  # a state flush or two, InfluxDB batches flowing
             events_before = await metric(session, base, "homeiq_events_received_total")
             t0 = time.monotonic()
-            http, errors = await http_load(base, args.seconds, args.rps, ids)
+            http, errors = await http_load(base, f"http://127.0.0.1:{floor_port}", args.seconds, args.rps, ids)
             elapsed = time.monotonic() - t0
             events_after = await metric(session, base, "homeiq_events_received_total")
             sqlite_ref = await asyncio.to_thread(raw_sqlite, state / "homeiq.db", ids, 1000)
@@ -315,16 +342,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 sample_ok = resp.status == 200
         ingest_rate = (events_after - events_before) / elapsed
     finally:
-        for proc in (daemon, fake):
+        for proc in (daemon, fake, floor):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in (daemon, fake):
+        for proc in (daemon, fake, floor):
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         influxd.stop()
-    results = {kind: pct(samples) for kind, samples in http.items()}
+    results = {kind: pct(samples) for kind, samples in http.items() if kind != "floor"}
     targets = {"entity_p99_ms": 5.0, "healthz_p99_ms": 5.0, "list_page_100_p99_ms": 20.0}
     return {
         "benchmark": "api",
@@ -345,7 +372,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "http": results,
         "server_side": server,
-        "reference": {"raw_sqlite3": sqlite_ref, "influxdb_query_latest_state": influx_ref},
+        "reference": {
+            "bare_aiohttp_server_same_load": pct(http["floor"]),
+            "raw_sqlite3": sqlite_ref,
+            "influxdb_query_latest_state": influx_ref,
+        },
         "targets": targets,
         "met": {
             "entity": results["entity"].get("p99_ms", 1e9) < targets["entity_p99_ms"],
@@ -357,7 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=("bench", "fake-ha"), default="bench")
+    parser.add_argument("--role", choices=("bench", "fake-ha", "null-server"), default="bench")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
@@ -369,6 +400,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "fake-ha":
         asyncio.run(fake_ha_main(args.port, args.events_per_s, args.seconds))
+        return
+    if args.role == "null-server":
+        asyncio.run(null_server_main(args.port, args.seconds))
         return
     print(orjson.dumps(asyncio.run(run(args)), option=orjson.OPT_INDENT_2).decode())
 
