@@ -14,11 +14,16 @@ from collections.abc import Iterable
 from homeiq_daemon.model import EntityState, Origin, StateChange
 
 
+# Origins whose entities Home Assistant's snapshots describe; others (SwitchBot) are kept across snapshots.
+_HA_ORIGINS = frozenset(("live", "snapshot", "gapfill", "replay"))
+
+
 class StateTracker:
-    __slots__ = ("_last",)
+    __slots__ = ("_foreign", "_last")
 
     def __init__(self) -> None:
         self._last: dict[str, EntityState] = {}
+        self._foreign: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._last)
@@ -36,6 +41,8 @@ class StateTracker:
         if known is not None and known.last_updated_ns >= new.last_updated_ns:
             return False
         self._last[change.entity_id] = new
+        if change.origin not in _HA_ORIGINS:
+            self._foreign.add(change.entity_id)
         return True
 
     def diff_snapshot(self, states: Iterable[EntityState], origin: Origin = "gapfill") -> list[StateChange]:
@@ -44,7 +51,8 @@ class StateTracker:
         Entities missing from the snapshot are forgotten (not reported as changes: no point to write).
         """
         changes: list[StateChange] = []
-        fresh: dict[str, EntityState] = {}
+        # Entities of other sources are not in HA's snapshot and must not be forgotten because of it.
+        fresh: dict[str, EntityState] = {eid: self._last[eid] for eid in self._foreign if eid in self._last}
         for state in states:
             fresh[state.entity_id] = state
             known = self._last.get(state.entity_id)

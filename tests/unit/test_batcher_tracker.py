@@ -69,3 +69,13 @@ def test_snapshot_after_ha_restart_skips_restamped_unchanged_states() -> None:
     assert restamped.last_updated_ns == 50  # the baseline moves on, so a later live event compares right
     # A live event with the same value is still written (force_update sensors report repeats on purpose).
     assert tracker.accept(StateChange("s.a", _state("s.a", "1", 60), None, "live"))
+
+
+def test_snapshot_keeps_entities_of_other_sources() -> None:
+    tracker = StateTracker()
+    tracker.accept(StateChange("switchbot.meter_temperature", _state("switchbot.meter_temperature", "21", 10), None,
+                               "switchbot"))
+    tracker.diff_snapshot([_state("s.a", "1", 10)])
+    assert tracker.get("switchbot.meter_temperature") is not None
+    assert not tracker.accept(StateChange("switchbot.meter_temperature",
+                                          _state("switchbot.meter_temperature", "21", 10), None, "switchbot"))
