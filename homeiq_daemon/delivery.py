@@ -255,7 +255,9 @@ class Delivery:
             try:
                 record.body()
             except (OSError, EOFError, ValueError, zlib.error) as exc:
-                log.error("spool.record_dropped", reason="payload does not inflate", error=str(exc), points=record.points)
+                log.error(
+                    "spool.record_dropped", reason="payload does not inflate", error=str(exc), points=record.points
+                )
                 self._stats.points_dropped["spool_corrupt"] += record.points
                 await self._in_io(self.spool.ack_many, [record])
                 self._refresh_spool_stats()
@@ -311,12 +313,14 @@ class Delivery:
             return
         # What waits in memory goes to disk first: the oldest spooled batch is the probe.
         await self._spill_overflow()
-        records = await self._in_io(self.spool.peek_many, self._drain_points, _DRAIN_MAX_BYTES)
-        if not records:
+        # The probe is the oldest record alone: a probe that fails costs one batch of memory, not a drain request
+        # (repeated multi-megabyte allocations fragment the heap, and RSS must stay flat however long it lasts).
+        record = await self._in_io(self.spool.peek)
+        if record is None:
             if await self.writer.ping():
                 self._mark_up()
             return
-        if await self._write_spooled(records):
+        if await self._write_spooled([record]):
             self._mark_up()
         elif self._down_attempts == 1 or self._down_attempts % 20 == 0:
             log.info("sink.still_down", attempts=self._down_attempts, spooled_points=self._stats.spool_points)
