@@ -67,6 +67,7 @@ class Delivery:
         self._spool_turn = False
         self._spool_full_episode = False
         self._disk_error_episode = False
+        self._unwritable_dropping = False
         self._draining_since: float | None = None
         self._stopping = False
         self._writer_task: asyncio.Task[None] | None = None
@@ -154,8 +155,12 @@ class Delivery:
             with contextlib.suppress(ValueError):
                 self._overflow.remove(batch)
         if self._disk_error_episode:
-            self._disk_error_episode = False
-            log.info("spool.write_recovered", batches_waiting=len(self._overflow))
+            self._disk_error_episode = self._unwritable_dropping = False
+            log.info(
+                "spool.write_recovered",
+                batches_waiting=len(self._overflow),
+                dropped_points_total=self._stats.points_dropped["spool_unwritable"],
+            )
         if dropped:
             self._stats.points_dropped["spool_full"] += dropped
             if not self._spool_full_episode:
@@ -183,7 +188,9 @@ class Delivery:
             lost += self._overflow.popleft().points
         if lost:
             self._stats.points_dropped["spool_unwritable"] += lost
-            log.warning("spool.unwritable_dropping_oldest", dropped_points=lost, kept_batches=limit)
+            if not self._unwritable_dropping:  # once per episode; the counter has the rest
+                self._unwritable_dropping = True
+                log.warning("spool.unwritable_dropping_oldest", dropped_points=lost, kept_batches=limit)
 
     # --- writing --------------------------------------------------------------------------------
 

@@ -1,18 +1,14 @@
 """Durable on-disk spool for batches the sink could not take. Synchronous file IO, one owner.
 
-Format: append-only segment files ``spool/<seq>.seg``; each record is
-
-    magic b"HQSP" | payload length u32 | points u32 | flags u8 | spooled_at_ms u64 | crc32 u32 | payload
-
-(big-endian; the crc32 covers points, flags, spooled_at_ms and the payload). The payload is one batch body in
-line protocol, gzip-compressed when ``flags & 1``. Why segments and not SQLite (docs/reliability.md has the
+Append-only segment files ``spool/<seq>.seg`` of records framed as spoolformat.py describes (length,
+points, flags, time, crc32; gzip payloads). Why segments and not SQLite (docs/reliability.md has the
 measurements): an append is one ``write`` + ``fsync`` of a buffer, the replay reads sequentially and sends
 the stored gzip bytes as they are, and dropping the oldest data when the spool is full is one ``unlink``.
 A torn tail or a flipped bit fails the length/crc check; the reader counts the damaged bytes and
 resynchronises on the next magic, so good records after the damage are kept.
 
 The read position survives restarts in ``spool/cursor`` (``<seq> <offset>``, fixed width, rewritten in
-place after each record the sink accepted). It is not fsynced: after a crash a few records may be sent
+place after each request the sink accepted). It is not fsynced: after a crash a few records may be sent
 again, which InfluxDB absorbs (same series and timestamp overwrite the same point). A cursor that does not
 land on a record boundary is rounded down to the last boundary before it, so a stale or torn cursor can
 only resend, never skip. Segment numbers are never reused (the cursor remembers the last one even when
@@ -26,46 +22,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import os
-import struct
 import time
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-MAGIC = b"HQSP"
-_HEADER = struct.Struct(">4sIIBQI")
-HEADER_SIZE = _HEADER.size
-_CRC_PART = struct.Struct(">IBQ")
-FLAG_GZIP = 1
-MAX_RECORD_BYTES = 256 * 1024 * 1024
+from homeiq_daemon.spoolformat import (
+    FLAG_GZIP,
+    HEADER_SIZE,
+    MAGIC,
+    Damage,
+    SpoolRecord,
+    encode_record,
+    iter_records,
+)
+
+__all__ = [
+    "FLAG_GZIP",
+    "HEADER_SIZE",
+    "MAGIC",
+    "Damage",
+    "Spool",
+    "SpoolRecord",
+    "SpoolStats",
+    "encode_record",
+    "iter_records",
+]
+
 MIN_SEGMENT_BYTES = 64 * 1024
 MAX_DAMAGE_NOTES = 100
 _CURSOR_FORMAT = "{:020d} {:020d}\n"
-_SCAN_CHUNK = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
-    segment: int
-    offset: int
-    next_offset: int
-    points: int
-    flags: int
-    spooled_at_ms: int
-    payload: bytes
-
-    @property
-    def gzipped(self) -> bool:
-        return bool(self.flags & FLAG_GZIP)
-
-    def body(self) -> bytes:
-        """The batch as plain line protocol."""
-        return gzip.decompress(self.payload) if self.gzipped else self.payload
 
 
 @dataclass(slots=True)
@@ -85,73 +72,6 @@ class SpoolStats:
     points: int  # not yet delivered
     segments: int
     oldest_spooled_ms: int | None  # when the oldest undelivered record was spooled
-
-
-@dataclass(frozen=True, slots=True)
-class Damage:
-    segment: int
-    offset: int
-    skipped_bytes: int
-    reason: str
-
-
-def encode_record(body: bytes, points: int, *, compress: bool, spooled_at_ms: int | None = None) -> bytes:
-    flags = 0
-    payload = body
-    if compress:
-        payload = gzip.compress(body, compresslevel=1, mtime=0)
-        flags |= FLAG_GZIP
-    stamp = int(time.time() * 1000) if spooled_at_ms is None else spooled_at_ms
-    crc = zlib.crc32(payload, zlib.crc32(_CRC_PART.pack(points, flags, stamp)))
-    return _HEADER.pack(MAGIC, len(payload), points, flags, stamp, crc) + payload
-
-
-def _find_magic(fh: BinaryIO, start: int, end: int) -> int:
-    """Offset of the next MAGIC at or after ``start`` (before ``end``), or ``end``; reads in chunks."""
-    pos = start
-    while pos < end:
-        fh.seek(pos)
-        chunk = fh.read(min(_SCAN_CHUNK, end - pos))
-        if not chunk:
-            break
-        found = chunk.find(MAGIC)
-        if found >= 0:
-            return pos + found
-        if pos + len(chunk) >= end:
-            break
-        pos += len(chunk) - (len(MAGIC) - 1)  # a magic may straddle two chunks
-    return end
-
-
-def iter_records(
-    fh: BinaryIO, seq: int, start: int, end: int, damage: list[Damage] | None = None
-) -> Iterator[SpoolRecord]:
-    """Valid records in ``fh`` between ``start`` and ``end``; damaged stretches are skipped and, when
-    ``damage`` is given, noted there. Never raises on bad data and never yields a record whose crc fails."""
-    pos = start
-    while pos < end:
-        fh.seek(pos)
-        header = fh.read(HEADER_SIZE)
-        if len(header) < HEADER_SIZE:
-            reason = "torn header at the end of the segment"
-        else:
-            magic, length, points, flags, stamp, crc = _HEADER.unpack(header)
-            if magic != MAGIC:
-                reason = "bad magic"
-            elif length > MAX_RECORD_BYTES or pos + HEADER_SIZE + length > end:
-                reason = "length runs past the end of the segment (torn write or damaged length)"
-            else:
-                payload = fh.read(length)
-                if zlib.crc32(payload, zlib.crc32(_CRC_PART.pack(points, flags, stamp))) == crc:
-                    nxt = pos + HEADER_SIZE + length
-                    yield SpoolRecord(seq, pos, nxt, points, flags, stamp, payload)
-                    pos = nxt
-                    continue
-                reason = "checksum mismatch"
-        resume = _find_magic(fh, pos + 1, end)
-        if damage is not None:
-            damage.append(Damage(seq, pos, resume - pos, reason))
-        pos = resume
 
 
 class Spool:

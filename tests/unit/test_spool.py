@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.spool import HEADER_SIZE, MAGIC, Spool, encode_record
+from homeiq_daemon.spool import HEADER_SIZE, MAGIC, Damage, Spool, encode_record, iter_records
 
 MiB = 1024 * 1024
 
@@ -450,3 +451,14 @@ def test_disk_full_with_nothing_to_free_raises(spool_dir: Path, monkeypatch: pyt
     spool.append(b"later", 1)  # the disk has room again
     assert drain(spool) == [(b"later", 1)]
     spool.close()
+
+
+@pytest.mark.parametrize("garbage", [0, 1, 1024 * 1024 - 5, 1024 * 1024 - 2, 1024 * 1024, 1024 * 1024 + 3])
+def test_resync_finds_a_record_after_long_damage(garbage: int) -> None:
+    """The search for the next magic reads in 1 MiB chunks; a magic straddling two chunks is still found."""
+    record = encode_record(b"after the damage", 3, compress=False, spooled_at_ms=5)
+    data = b"\x00" * garbage + record
+    damage: list[Damage] = []
+    found = list(iter_records(io.BytesIO(data), 1, 0, len(data), damage))
+    assert [(r.body(), r.points, r.offset) for r in found] == [(b"after the damage", 3, garbage)]
+    assert [d.skipped_bytes for d in damage] == ([garbage] if garbage else [])
