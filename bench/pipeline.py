@@ -14,8 +14,8 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import math
+import os
 import subprocess
 import sys
 import tempfile

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 
 from homeiq_daemon.model import EntityState, Origin, StateChange
 
-
 # Origins whose entities Home Assistant's snapshots describe; others (SwitchBot) are kept across snapshots.
 _HA_ORIGINS = frozenset(("live", "snapshot", "gapfill", "replay"))
 
