@@ -217,7 +217,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class MetadataSettings(_Section):
-    state_flush_interval_s: PositiveSeconds = 5.0
+    state_flush_interval_s: PositiveSeconds = 30.0
     """How often changed entity states are written to the metadata store (one transaction each time)."""
     registry_refresh_delay_s: float = Field(default=1.0, ge=0, le=60)
     """Wait after a registry event before fetching, so a burst of events costs one round trip."""

@@ -45,7 +45,7 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
-_CACHE_LIMIT = 65_536
+_CACHE_LIMIT = 16_384
 
 
 def _sanitize(name: str, bad_backslash: re.Pattern[str]) -> str:

@@ -36,7 +36,7 @@ _STATE_ZERO = frozenset(("off", "unlocked", "unknown", "below_horizon", "closed"
 _RE_DIGIT_TAIL = re.compile(r"^[^\.]*\d+\.?\d+[^\.]*$")
 _RE_DECIMAL = re.compile(r"[^\d.]+")
 
-_CACHE_LIMIT = 65_536
+_CACHE_LIMIT = 8_192  # per cache; a home has a few thousand entities and attribute strings, not more
 _NO_NUMBER = object()
 
 TagSource = Callable[[str], Mapping[str, str]]
@@ -184,7 +184,9 @@ class PointMapper:
         tags: dict[str, str] = {"domain": domain, "entity_id": object_id}
         if include_state:
             fields["state"] = raw_state
-        if include_value and value is not None and math.isfinite(value):
+        if include_value and value is not None:
+            # A non-finite value is dropped at the end, but like HA it still claims the name "value", so an
+            # attribute called "value" is written as "value_" either way.
             fields["value"] = value
 
         tags_attributes = self._tags_attributes
@@ -221,6 +223,9 @@ class PointMapper:
             tags.update(self._global_tags)
         if self._extra_tags is not None:
             tags.update(self._extra_tags(entity_id))
+        value_field = fields.get("value")
+        if isinstance(value_field, float) and not math.isfinite(value_field):
+            del fields["value"]
         if not fields:
             return None
         return Point(measurement, tags, fields, state.last_updated_ns)
@@ -260,8 +265,9 @@ class PointMapper:
                 include_state = True
         if include_state:
             frags.append(("state", f'state="{escape_string_value(raw_state)}"'))
-        if value is not None and math.isfinite(value):
-            frags.append(("value", f"value={value!r}"))
+        if value is not None:
+            # Non-finite: not written, but the name stays taken (an attribute "value" becomes "value_").
+            frags.append(("value", f"value={value!r}" if math.isfinite(value) else ""))
         result = tuple(frags) if frags else None
         if len(self._state_fragments) >= _CACHE_LIMIT:
             self._state_fragments.clear()
@@ -349,14 +355,15 @@ class PointMapper:
                 tail = None if number is not None else self._string_number(text)[1]
                 for field_key, frag in self._text_fragments(key, text, number, tail):
                     frags[field_key] = frag
-        if not frags:
+        field_part = ",".join(frag for frag in frags.values() if frag)
+        if not field_part:
             return None
         series = plan.series
         if series is None:
             series = self._encoder.series_key(plan.measurement, self._tags_for(plan, entity_id, attributes))
             if series is None:
                 return None
-        return f"{series} {','.join(frags.values())} {state.last_updated_ns}"
+        return f"{series} {field_part} {state.last_updated_ns}"
 
     def _tags_for(self, plan: _Plan, entity_id: str, attributes: dict[str, Any]) -> dict[str, str]:
         tags = {"domain": plan.domain, "entity_id": plan.object_id}

@@ -114,6 +114,10 @@ class StatsCollector:
         yield GaugeMetricFamily("homeiq_spool_oldest_age_seconds", "Age of the oldest spooled batch.", value=oldest)
         yield CounterMetricFamily("homeiq_spool_drained_points", "Points replayed from the spool.",
                                   value=st.spool_drained_points)  # fmt: skip
+        yield CounterMetricFamily("homeiq_spool_damaged_bytes", "Bytes of damaged spool records skipped.",
+                                  value=st.spool_damaged_bytes)  # fmt: skip
+        yield CounterMetricFamily("homeiq_spool_damaged_regions", "Damaged stretches found in the spool.",
+                                  value=st.spool_damaged_regions)  # fmt: skip
         yield CounterMetricFamily("homeiq_dead_letter_points", "Points the sink rejected for good.",
                                   value=st.dead_letter_points)  # fmt: skip
         yield GaugeMetricFamily("homeiq_tick_duration_seconds_avg", "Average duration of periodic jobs.",
