@@ -61,7 +61,7 @@ def entity_ids() -> list[str]:
 
 
 async def fake_ha_main(port: int, events_per_s: int, seconds: float) -> None:
-    from tests.support.fake_ha import FakeHomeAssistant  # noqa: PLC0415
+    from tests.support.fake_ha import FakeHomeAssistant
 
     rng = random.Random(7)
     ha = FakeHomeAssistant()
@@ -120,7 +120,7 @@ async def fake_ha_main(port: int, events_per_s: int, seconds: float) -> None:
 async def null_server_main(port: int, seconds: float) -> None:
     """The floor: a bare aiohttp server answering a constant small JSON, in its own process, under the same
     load. Its latency is what this machine and this client cost before the daemon does anything."""
-    from aiohttp import web  # noqa: PLC0415
+    from aiohttp import web
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ok"}', content_type="application/json")
@@ -236,7 +236,7 @@ async def http_load(
 
 
 def raw_sqlite(db: Path, ids: list[str], n: int) -> dict[str, Any]:
-    from homeiq_daemon.store.metadata_sql import ENTITY_SELECT, EntityQuery, entity_query_sql  # noqa: PLC0415
+    from homeiq_daemon.store.metadata_sql import ENTITY_SELECT, EntityQuery, entity_query_sql
 
     rng = random.Random(5)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -259,7 +259,7 @@ def raw_sqlite(db: Path, ids: list[str], n: int) -> dict[str, Any]:
 
 
 async def influx_latest(url: str, db: str, ids: list[str], n: int) -> dict[str, Any]:
-    from homeiq_daemon.influx import influxql_string  # noqa: PLC0415
+    from homeiq_daemon.influx import influxql_string
 
     rng = random.Random(3)
     samples: list[float] = []
@@ -278,7 +278,7 @@ async def influx_latest(url: str, db: str, ids: list[str], n: int) -> dict[str, 
 
 
 def wait_http(url: str, timeout_s: float) -> None:
-    import urllib.request  # noqa: PLC0415
+    import urllib.request
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -308,7 +308,7 @@ class DirWatch:
     IN_MODIFY, IN_CREATE, IN_DELETE = 0x2, 0x100, 0x200
 
     def __init__(self, path: Path) -> None:
-        import ctypes  # noqa: PLC0415 - Linux-only helper
+        import ctypes
 
         self._libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self._libc.inotify_init1(os.O_NONBLOCK)
@@ -320,7 +320,7 @@ class DirWatch:
         self.created: list[str] = []
 
     def poll(self) -> None:
-        import struct  # noqa: PLC0415
+        import struct
 
         while True:
             try:
