@@ -6,7 +6,6 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 64  # EX_USAGE: bad command line
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a required service could not be reached at all
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: internal error (a bug)
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: state directory not writable
 EXIT_NOPERM = 77  # EX_NOPERM: Home Assistant rejected the access token
