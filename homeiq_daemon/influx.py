@@ -46,6 +46,22 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from InfluxDB; fall back to our own backoff
 
 
+def _credentials(settings: InfluxDBSettings, headers: dict[str, str]) -> aiohttp.BasicAuth | None:
+    """2.x: a token header (added to ``headers``); 1.x: HTTP basic auth when a user is set."""
+    if settings.api_version == 2 and settings.token is not None:
+        headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+    if settings.api_version == 1 and settings.username:
+        password = settings.password.get_secret_value() if settings.password else ""
+        return aiohttp.BasicAuth(settings.username, password)
+    return None
+
+
+def _open_session(settings: InfluxDBSettings, auth: aiohttp.BasicAuth | None) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=min(5.0, settings.timeout_s))
+    connector = aiohttp.TCPConnector(limit=4, ssl=settings.verify_ssl)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, auth=auth)
+
+
 class InfluxWriter:
     def __init__(self, settings: InfluxDBSettings, dead_letters: DeadLetters, stats: Stats) -> None:
         assert settings.url is not None
@@ -66,12 +82,7 @@ class InfluxWriter:
             bucket = quote(settings.bucket or "", safe="")
             self._write_url = f"{base}/api/v2/write?org={org}&bucket={bucket}&precision=ns"
         self._headers = {"Content-Type": "text/plain; charset=utf-8", "User-Agent": "homeiq-daemon"}
-        if settings.api_version == 2 and settings.token is not None:
-            self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
-        self._auth: aiohttp.BasicAuth | None = None
-        if settings.api_version == 1 and settings.username:
-            password = settings.password.get_secret_value() if settings.password else ""
-            self._auth = aiohttp.BasicAuth(settings.username, password)
+        self._auth = _credentials(settings, self._headers)
 
     @property
     def describe(self) -> str:
@@ -80,9 +91,7 @@ class InfluxWriter:
         return f"InfluxDB {s.api_version}.x at {s.url} ({target})"
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s, sock_connect=min(5.0, self._settings.timeout_s))
-        connector = aiohttp.TCPConnector(limit=4, ssl=self._settings.verify_ssl)
-        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, auth=self._auth)
+        self._session = _open_session(self._settings, self._auth)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -297,18 +306,11 @@ class InfluxHistory:
         self._url = f"{settings.url}/query"
         self._database = settings.database if settings.api_version == 1 else (settings.bucket or "")
         self._headers = {"User-Agent": "homeiq-daemon", "Accept": "application/json"}
-        if settings.api_version == 2 and settings.token is not None:
-            self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
-        self._auth: aiohttp.BasicAuth | None = None
-        if settings.api_version == 1 and settings.username:
-            password = settings.password.get_secret_value() if settings.password else ""
-            self._auth = aiohttp.BasicAuth(settings.username, password)
+        self._auth = _credentials(settings, self._headers)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_s, sock_connect=min(5.0, self._settings.timeout_s))
-        connector = aiohttp.TCPConnector(limit=4, ssl=self._settings.verify_ssl)
-        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, auth=self._auth)
+        self._session = _open_session(self._settings, self._auth)
 
     async def close(self) -> None:
         if self._session is not None:
