@@ -122,3 +122,22 @@ async def test_v2_wrong_token_is_an_auth_error(influx2: FakeInflux2, tmp_path: P
     finally:
         await writer.close()
     assert len(influx2.requests) == 1  # not retried: the same token will not start working
+
+
+async def test_v1_body_too_large_is_split_not_dropped(tmp_path: Path) -> None:
+    server = InfluxServer(tmp_path / "small", max_body_size=4096)  # influxd answers 413 above this
+    server.start()
+    try:
+        server.create_database("db")
+        lines = [f"m,entity_id=e{i} value={i}.0 {1000 + i}" for i in range(400)]  # ~12 KB
+        writer, stats, dead = await _writer(InfluxDBSettings(url=server.url, database="db", gzip=False), tmp_path)
+        try:
+            result = await writer.write(("\n".join(lines) + "\n").encode(), len(lines))
+        finally:
+            await writer.close()
+        assert stats.sink_errors["413"] >= 1
+        assert (result.written, result.rejected) == (400, 0)
+        assert dead.count == 0
+        assert server.rows("SELECT count(value) FROM m", "db")[0]["count"] == 400
+    finally:
+        server.stop()
