@@ -17,7 +17,7 @@ Named references, measured in the same run while the ingest goes on:
 * **InfluxDB /query**: the latest state of one entity from influxd (``SELECT * FROM /.*/ WHERE domain=…
   AND entity_id=… ORDER BY time DESC LIMIT 1``), the lookup the metadata store replaces.
 
-Targets (issue #4): p99 < 5 ms for the single entity and /healthz, < 20 ms for the 100-item page.
+Targets: p99 < 5 ms for the single entity and /healthz, < 20 ms for the 100-item page.
 
     .venv/bin/python bench/api.py [--seconds 30] [--rps 200] [--events-per-s 1000]
 """

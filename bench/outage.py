@@ -148,7 +148,7 @@ def bench_segment_spool(batches: list[bytes], directory: Path, fsync: bool) -> d
 
 
 def bench_sqlite_spool(batches: list[bytes], path: Path) -> dict[str, Any]:
-    """The alternative the issue names: a separate SQLite file, one row per (gzip) batch."""
+    """The alternative design: a separate SQLite file, one row per (gzip) batch."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -33,6 +33,7 @@ from homeiq_daemon.stats import Stats
 from homeiq_daemon.store.history import HistoryStore
 
 if TYPE_CHECKING:
+    from homeiq_daemon.sources.homeassistant import HomeAssistantSource
     from homeiq_daemon.sources.switchbot import SwitchBotSource
     from homeiq_daemon.webhooks.service import WebhookService
 
@@ -96,6 +97,26 @@ class App:
     # --- running ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            ha_source = await self._start()
+        except BaseException:
+            # A component that fails to start (a bad replay file, an unreadable outbox) must not leave the
+            # others running: stop what did start, then let the CLI map the error to its exit code.
+            await self._shutdown()
+            raise
+        if ha_source is not None:
+            await self._wait_first_connection(ha_source.first_connection)
+        failed = any(task.done() for task in self._tasks)
+        if not self.stop_requested.is_set() and not failed:
+            self.ready.set()
+            for callback in self.on_ready:
+                callback()
+        error = await self._supervise()
+        await self._shutdown()
+        if error is not None:
+            raise error
+
+    async def _start(self) -> HomeAssistantSource | None:
         s = self.settings
         prepare_state_dir(s.state_dir)
         loop = asyncio.get_running_loop()
@@ -160,15 +181,8 @@ class App:
         self.metadata.schedule(self.scheduler, self._spawn)
         self._spawn(self.scheduler.run(), "homeiq-scheduler")
 
-        if ha_source is not None:
-            await self._wait_first_connection(ha_source.first_connection)
-        self.ready.set()
-        for callback in self.on_ready:
-            callback()
-        error = await self._supervise()
-        await self._shutdown()
-        if error is not None:
-            raise error
+        return ha_source
+
 
     async def _start_webhooks(self) -> None:
         """Rules fed by the pipeline, a durable outbox, signed POSTs (webhooks/service.py)."""

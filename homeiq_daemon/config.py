@@ -230,6 +230,13 @@ class ReplaySettings(_Section):
     shift_to_now: bool = False
     """Move all timestamps so the last recorded event lands at the present (demos, retention)."""
 
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
 
 def _default_state_dir() -> Path:
     systemd_dir = os.environ.get("STATE_DIRECTORY")

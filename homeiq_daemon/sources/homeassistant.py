@@ -210,7 +210,8 @@ class HomeAssistantSource:
                 attempt += 1
                 self._stats.reconnects += 1
                 delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._settings.reconnect_max_s)
-                logger = log.warning if attempt == 1 else log.debug
+                # The first failure warns; repeats stay quiet, but a long outage still shows every 20th attempt.
+                logger = log.warning if attempt == 1 else log.info if attempt % 20 == 0 else log.debug
                 logger("ha.disconnected", url=self.url, error=error[:300], retry_in_s=round(delay, 1), attempt=attempt)
                 await asyncio.sleep(delay)
 

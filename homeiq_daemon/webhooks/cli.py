@@ -100,7 +100,9 @@ def _log(settings: Settings, *, failed: bool, limit: int, as_json: bool) -> int:
     try:
         rows = read_log(path, limit=limit, failed_only=failed)
     except FileNotFoundError:
-        raise HomeIQError(f"no webhook outbox at {path} (has the daemon run with webhook rules?)") from None
+        sys.stderr.write(f"no deliveries yet: no webhook outbox at {path} (the daemon creates it when it runs "
+                         "with webhook rules)\n")
+        return EXIT_OK
     out = sys.stdout
     for row in rows:
         if as_json:

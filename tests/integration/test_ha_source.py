@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from homeiq_daemon.app import App
-from homeiq_daemon.errors import AuthError
+from homeiq_daemon.errors import AuthError, ConfigError
 from homeiq_daemon.model import iso_to_ns
 from homeiq_daemon.store.history import read_history
 from tests.support.daemon import daemon_settings, running_app, wait_for
@@ -152,3 +152,16 @@ async def test_starts_while_home_assistant_is_down(tmp_path: Path) -> None:
             await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 1)
     finally:
         await late.stop()
+
+
+async def test_a_component_failing_at_start_stops_the_others(tmp_path: Path) -> None:
+    """A start-up error after the delivery tasks are running must end the run, not leave it hanging."""
+    recording = tmp_path / "gone.jsonl"
+    recording.write_text("")
+    settings = daemon_settings(tmp_path / "state", replay={"path": recording})
+    recording.unlink()  # valid when the settings were read, gone when the replay source opens it
+    app = App(settings, exit_when_sources_done=True)
+    with pytest.raises(ConfigError, match=r"replay\.path"):
+        await asyncio.wait_for(app.run(), timeout=20)
+    assert not app.ready.is_set()
+    assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("homeiq-"))
