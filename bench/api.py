@@ -236,7 +236,7 @@ async def http_load(
 
 
 def raw_sqlite(db: Path, ids: list[str], n: int) -> dict[str, Any]:
-    from homeiq_daemon.store.metadata_sql import ENTITY_SELECT, EntityQuery, entity_query_sql
+    from homeiq_daemon.metadata.sql import ENTITY_SELECT, EntityQuery, entity_query_sql
 
     rng = random.Random(5)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -259,7 +259,7 @@ def raw_sqlite(db: Path, ids: list[str], n: int) -> dict[str, Any]:
 
 
 async def influx_latest(url: str, db: str, ids: list[str], n: int) -> dict[str, Any]:
-    from homeiq_daemon.influx import influxql_string
+    from homeiq_daemon.sinks.influx.writer import influxql_string
 
     rng = random.Random(3)
     samples: list[float] = []

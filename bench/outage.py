@@ -41,14 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from homeiq_daemon.config import LogSettings, MappingSettings, load_settings  # noqa: E402
-from homeiq_daemon.deadletter import DeadLetters  # noqa: E402
-from homeiq_daemon.delivery import Delivery  # noqa: E402
-from homeiq_daemon.influx import InfluxWriter  # noqa: E402
-from homeiq_daemon.logs import configure_logging  # noqa: E402
-from homeiq_daemon.mapping import PointMapper  # noqa: E402
+from homeiq_daemon.delivery.loop import Delivery  # noqa: E402
+from homeiq_daemon.delivery.spool import Spool  # noqa: E402
+from homeiq_daemon.pipeline.mapping import PointMapper  # noqa: E402
+from homeiq_daemon.runtime.logs import configure_logging  # noqa: E402
+from homeiq_daemon.runtime.stats import Stats  # noqa: E402
+from homeiq_daemon.sinks.influx.deadletter import DeadLetters  # noqa: E402
+from homeiq_daemon.sinks.influx.writer import InfluxWriter  # noqa: E402
 from homeiq_daemon.sources.replay import iter_changes  # noqa: E402
-from homeiq_daemon.spool import Spool  # noqa: E402
-from homeiq_daemon.stats import Stats  # noqa: E402
 from tests.support.influxd import InfluxServer  # noqa: E402
 from tests.support.outage import DaemonProcess, outage_settings, settings_env  # noqa: E402
 from tests.support.recording import generate_events  # noqa: E402

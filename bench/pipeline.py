@@ -47,15 +47,15 @@ def _peak_rss_mb() -> float:
 
 
 async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> dict[str, Any]:
-    from homeiq_daemon import hamessages
     from homeiq_daemon.config import load_settings
-    from homeiq_daemon.deadletter import DeadLetters
-    from homeiq_daemon.delivery import Delivery
+    from homeiq_daemon.delivery.loop import Delivery
+    from homeiq_daemon.delivery.spool import Spool
     from homeiq_daemon.errors import ProtocolError
-    from homeiq_daemon.influx import InfluxWriter
-    from homeiq_daemon.pipeline import Pipeline
-    from homeiq_daemon.spool import Spool
-    from homeiq_daemon.stats import Stats
+    from homeiq_daemon.pipeline.core import Pipeline
+    from homeiq_daemon.runtime.stats import Stats
+    from homeiq_daemon.sinks.influx.deadletter import DeadLetters
+    from homeiq_daemon.sinks.influx.writer import InfluxWriter
+    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     settings = load_settings(None, state_dir=state_dir, influxdb={"url": url, "database": db},
                              batch={"size": 1000, "flush_interval_s": 1.0})
@@ -163,9 +163,9 @@ def cpu_only(frames: list[bytes]) -> dict[str, float]:
     """Both paths without any IO: decode -> map -> encode only (process CPU time)."""
     import orjson
 
-    from homeiq_daemon import hamessages
     from homeiq_daemon.config import MappingSettings
-    from homeiq_daemon.mapping import PointMapper
+    from homeiq_daemon.pipeline.mapping import PointMapper
+    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     mapper = PointMapper(MappingSettings())
     started = time.process_time()
@@ -187,9 +187,9 @@ def cpu_only(frames: list[bytes]) -> dict[str, float]:
 
 def ceiling(frames: list[bytes], url: str, db: str) -> dict[str, float]:
     """influxd alone: the same points, pre-encoded, POSTed in batches of 1,000 over one connection."""
-    from homeiq_daemon import hamessages
     from homeiq_daemon.config import MappingSettings
-    from homeiq_daemon.mapping import PointMapper
+    from homeiq_daemon.pipeline.mapping import PointMapper
+    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     mapper = PointMapper(MappingSettings())
     lines = []

@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from homeiq_daemon.config import LogSettings, load_settings  # noqa: E402
-from homeiq_daemon.delivery import Delivery  # noqa: E402
-from homeiq_daemon.logs import configure_logging  # noqa: E402
+from homeiq_daemon.delivery.loop import Delivery  # noqa: E402
+from homeiq_daemon.delivery.spool import Spool  # noqa: E402
 from homeiq_daemon.model import EntityState, StateChange, ns_to_iso  # noqa: E402
-from homeiq_daemon.pipeline import Pipeline  # noqa: E402
-from homeiq_daemon.spool import Spool  # noqa: E402
-from homeiq_daemon.stats import Stats  # noqa: E402
-from homeiq_daemon.store.history import HistoryStore  # noqa: E402
+from homeiq_daemon.pipeline.core import Pipeline  # noqa: E402
+from homeiq_daemon.runtime.logs import configure_logging  # noqa: E402
+from homeiq_daemon.runtime.stats import Stats  # noqa: E402
+from homeiq_daemon.sinks.embedded import HistoryStore  # noqa: E402
 from homeiq_daemon.webhooks.service import WebhookService  # noqa: E402
 from homeiq_daemon.webhooks.signing import encode_secret  # noqa: E402
 

@@ -19,22 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from homeiq_daemon.config import Settings
-from homeiq_daemon.deadletter import DeadLetters
-from homeiq_daemon.delivery import Delivery
+from homeiq_daemon.delivery.liveness import Liveness, stall_limit_s
+from homeiq_daemon.delivery.loop import Delivery
+from homeiq_daemon.delivery.spool import Spool
 from homeiq_daemon.errors import HomeIQError, StateDirError
-from homeiq_daemon.liveness import Liveness, stall_limit_s
-from homeiq_daemon.logs import get_logger
-from homeiq_daemon.metadata_service import MetadataService
-from homeiq_daemon.pipeline import Pipeline
-from homeiq_daemon.scheduler import Scheduler
-from homeiq_daemon.sink import BatchWriter
-from homeiq_daemon.spool import Spool
-from homeiq_daemon.stats import Stats
-from homeiq_daemon.store.history import HistoryStore
+from homeiq_daemon.metadata.service import MetadataService
+from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.scheduler import Scheduler
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.base import BatchWriter
+from homeiq_daemon.sinks.embedded import HistoryStore
+from homeiq_daemon.sinks.influx.deadletter import DeadLetters
 
 if TYPE_CHECKING:
-    from homeiq_daemon.sources.homeassistant import HomeAssistantSource
-    from homeiq_daemon.sources.switchbot import SwitchBotSource
+    from homeiq_daemon.sources.homeassistant.source import HomeAssistantSource
+    from homeiq_daemon.sources.switchbot.source import SwitchBotSource
     from homeiq_daemon.webhooks.service import WebhookService
 
 log = get_logger("homeiq.app")
@@ -77,7 +77,7 @@ class App:
     def _build_writer(self) -> BatchWriter:
         s = self.settings
         if s.uses_influxdb:
-            from homeiq_daemon.influx import InfluxWriter  # noqa: PLC0415 - only when InfluxDB is configured
+            from homeiq_daemon.sinks.influx.writer import InfluxWriter  # noqa: PLC0415 - only when InfluxDB is configured
 
             return InfluxWriter(s.influxdb, DeadLetters(s.state_dir / "deadletter"), self.stats)
         self.history = HistoryStore(s.history_db_path, retention_days=s.history.retention_days)
@@ -151,7 +151,7 @@ class App:
 
         ha_source = None
         if s.home_assistant.url:
-            from homeiq_daemon.sources.homeassistant import HomeAssistantSource  # noqa: PLC0415
+            from homeiq_daemon.sources.homeassistant.source import HomeAssistantSource  # noqa: PLC0415
 
             ha_source = HomeAssistantSource(s.home_assistant, self.pipeline, self.stats)
             self.metadata.attach_source(ha_source)
@@ -164,7 +164,7 @@ class App:
             )
             self._spawn(replay.run(), "homeiq-source-replay", source=True)
         if s.switchbot.enabled:
-            from homeiq_daemon.sources.switchbot import SwitchBotSource  # noqa: PLC0415 - only with a token
+            from homeiq_daemon.sources.switchbot.source import SwitchBotSource  # noqa: PLC0415 - only with a token
 
             self.switchbot = SwitchBotSource(s.switchbot, self.pipeline, self.stats, self.metadata.store)
             self.metrics.register(self.switchbot.collector())

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from homeiq_daemon.errors import ConfigError
-from homeiq_daemon.switchbot_config import SwitchBotSettings
+from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
 DEFAULT_CONFIG_PATH = Path("/etc/homeiq/homeiq.toml")

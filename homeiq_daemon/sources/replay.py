@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from homeiq_daemon import hamessages
 from homeiq_daemon.errors import ConfigError, ProtocolError
-from homeiq_daemon.logs import get_logger
 from homeiq_daemon.model import EntityState, StateChange, iso_to_ns, ns_to_iso
-from homeiq_daemon.pipeline import Pipeline
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sources.homeassistant import messages as hamessages
 
 log = get_logger("homeiq.replay")
 

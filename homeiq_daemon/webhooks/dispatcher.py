@@ -20,11 +20,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from homeiq_daemon.logs import get_logger
-from homeiq_daemon.retry import backoff_delay
-from homeiq_daemon.store.outbox import DEAD, DELIVERED, REJECTED, Outbox, OutboxRow
+from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.webhooks.client import AttemptResult, WebhookClient
 from homeiq_daemon.webhooks.config import WebhookSettings
+from homeiq_daemon.webhooks.outbox import DEAD, DELIVERED, REJECTED, Outbox, OutboxRow
 from homeiq_daemon.webhooks.signing import sign_headers
 from homeiq_daemon.webhooks.stats import WebhookStats
 

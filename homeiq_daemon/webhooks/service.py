@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from homeiq_daemon.errors import StateDirError
-from homeiq_daemon.logs import get_logger
 from homeiq_daemon.model import StateChange
-from homeiq_daemon.store.outbox import NewDelivery, Outbox
+from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.webhooks.client import WebhookClient
 from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.dispatcher import Dispatcher, Work
+from homeiq_daemon.webhooks.outbox import NewDelivery, Outbox
 from homeiq_daemon.webhooks.payload import build_body, new_delivery_id
 from homeiq_daemon.webhooks.rules import AreaLookup, Match, RuleEngine
 from homeiq_daemon.webhooks.stats import WebhookStats

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from homeiq_daemon.store.metadata_sql import EntityQuery, read_devices, read_entities
+from homeiq_daemon.metadata.sql import EntityQuery, read_devices, read_entities
 from tests.support.daemon import daemon_settings, running_app, wait_for
 from tests.support.real_ha import RealHomeAssistant
 

@@ -25,7 +25,7 @@ import pytest
 from homeiq_daemon import cli
 from homeiq_daemon.app import App
 from homeiq_daemon.config import load_settings
-from homeiq_daemon.store.outbox import read_log
+from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.signing import encode_secret, sign_headers
 from tests.support.ha_webhooks import HomeAssistantWithWebhooks
 

@@ -13,7 +13,7 @@ import pytest
 from homeiq_daemon.app import App
 from homeiq_daemon.errors import AuthError, ConfigError
 from homeiq_daemon.model import iso_to_ns
-from homeiq_daemon.store.history import read_history
+from homeiq_daemon.sinks.embedded import read_history
 from tests.support.daemon import daemon_settings, running_app, wait_for
 from tests.support.fake_ha import FakeHomeAssistant
 

@@ -20,15 +20,15 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from homeiq_daemon.api.server import ApiContext, ApiServer, EmbeddedHistory
 from homeiq_daemon.config import HttpSettings, InfluxDBSettings
-from homeiq_daemon.httpserver import ApiContext, ApiServer, EmbeddedHistory
-from homeiq_daemon.influx import InfluxHistory
-from homeiq_daemon.metrics import Metrics, StatsCollector
+from homeiq_daemon.metadata.registry import Area, Device, RegistryEntity
+from homeiq_daemon.metadata.store import MetadataStore
 from homeiq_daemon.model import EntityState, StateChange, iso_to_ns
-from homeiq_daemon.registry import Area, Device, RegistryEntity
-from homeiq_daemon.stats import Stats
-from homeiq_daemon.store.history import HistoryStore
-from homeiq_daemon.store.metadata import MetadataStore
+from homeiq_daemon.runtime.metrics import Metrics, StatsCollector
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.embedded import HistoryStore
+from homeiq_daemon.sinks.influx.writer import InfluxHistory
 from tests.support.influxd import InfluxServer
 
 AREAS = [Area(f"area_{i:02d}", f"Area {i}") for i in range(12)]

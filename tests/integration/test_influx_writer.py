@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from homeiq_daemon.config import InfluxDBSettings
-from homeiq_daemon.deadletter import DeadLetters
 from homeiq_daemon.errors import SinkAuthError, TransientSinkError
-from homeiq_daemon.influx import InfluxWriter
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.influx.deadletter import DeadLetters
+from homeiq_daemon.sinks.influx.writer import InfluxWriter
 from tests.support.fake_influx2 import FakeInflux2
 from tests.support.influxd import InfluxServer, free_port
 

@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.lineprotocol import LineEncoder, Point, parse_line
+from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point, parse_line
 from tests.support.influxd import InfluxServer
 
 _dbs = itertools.count(1)

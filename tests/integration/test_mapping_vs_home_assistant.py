@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.config import MappingSettings
-from homeiq_daemon.hamessages import parse_state
-from homeiq_daemon.mapping import PointMapper
+from homeiq_daemon.pipeline.mapping import PointMapper
+from homeiq_daemon.sources.homeassistant.messages import parse_state
 
 pytestmark = pytest.mark.ha
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 
 from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings
-from homeiq_daemon.spool import Spool
+from homeiq_daemon.delivery.spool import Spool
 from tests.support.influxd import InfluxServer
 from tests.support.outage import DaemonProcess, caught_up, outage_settings, settings_env, stop_app, wait_until
 from tests.support.pointcheck import compare, expected_points, stored_points, write_recording

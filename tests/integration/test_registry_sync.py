@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from homeiq_daemon import cli
-from homeiq_daemon.store.history import read_history
-from homeiq_daemon.store.metadata_sql import EntityQuery, read_devices, read_entities
+from homeiq_daemon.metadata.sql import EntityQuery, read_devices, read_entities
+from homeiq_daemon.sinks.embedded import read_history
 from tests.support.daemon import daemon_settings, running_app, wait_for
 from tests.support.fake_ha import ClientConn, FakeHomeAssistant
 

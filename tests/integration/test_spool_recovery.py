@@ -14,14 +14,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from homeiq_daemon.app import App
-from homeiq_daemon.batcher import Batch
 from homeiq_daemon.config import Settings
-from homeiq_daemon.deadletter import DeadLetters
-from homeiq_daemon.delivery import Delivery
-from homeiq_daemon.influx import InfluxWriter
-from homeiq_daemon.sink import WriteResult
-from homeiq_daemon.spool import FLAG_GZIP, HEADER_SIZE, MAGIC, Spool
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.delivery.loop import Delivery
+from homeiq_daemon.delivery.spool import FLAG_GZIP, HEADER_SIZE, MAGIC, Spool
+from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.base import WriteResult
+from homeiq_daemon.sinks.influx.deadletter import DeadLetters
+from homeiq_daemon.sinks.influx.writer import InfluxWriter
 from tests.support.influxd import InfluxServer, free_port
 from tests.support.outage import caught_up, outage_settings, stop_app, wait_until
 
@@ -232,7 +232,7 @@ async def test_unwritable_disk_keeps_a_bounded_number_of_batches_in_memory(
     def broken_disk(fd: int, data: bytes | memoryview) -> int:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr("homeiq_daemon.spool.os.write", broken_disk)
+    monkeypatch.setattr("homeiq_daemon.delivery.spool.os.write", broken_disk)
     settings = delivery_settings(tmp_path, f"http://127.0.0.1:{free_port()}", "none")
     stats = Stats()
     with capture_logs() as logs:
@@ -248,7 +248,7 @@ async def test_unwritable_disk_keeps_a_bounded_number_of_batches_in_memory(
                 delivery.enqueue(Batch(lines(n, 10)))
             await asyncio.sleep(1.5)
             assert delivery.backlog <= limit + 1
-            monkeypatch.setattr("homeiq_daemon.spool.os.write", real_write)
+            monkeypatch.setattr("homeiq_daemon.delivery.spool.os.write", real_write)
             await wait_until(lambda: delivery.backlog == 0, 10, "the disk to take the rest")
         finally:
             await close_delivery(delivery, tasks)

@@ -17,10 +17,10 @@ from structlog.testing import capture_logs
 
 from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings
-from homeiq_daemon.sources import switchbot as switchbot_source
-from homeiq_daemon.sources.switchbot import KEY_BUDGET, SwitchBotSource
-from homeiq_daemon.store.metadata import MetadataStore
-from homeiq_daemon.switchbot_api import seconds_to_next_day, utc_day
+from homeiq_daemon.metadata.store import MetadataStore
+from homeiq_daemon.sources.switchbot import source as switchbot_source
+from homeiq_daemon.sources.switchbot.api import seconds_to_next_day, utc_day
+from homeiq_daemon.sources.switchbot.source import KEY_BUDGET, SwitchBotSource
 from tests.support.daemon import daemon_settings, running_app, wait_for
 from tests.support.fake_switchbot import FakeSwitchBotCloud
 from tests.support.influxd import InfluxServer

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 from standardwebhooks.webhooks import Webhook
 
-from homeiq_daemon.store.outbox import read_log
+from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.signing import encode_secret
 from tests.support.webhook_receiver import Receiver
 

@@ -19,8 +19,8 @@ from standardwebhooks.webhooks import Webhook
 
 from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.model import EntityState, StateChange
-from homeiq_daemon.store.outbox import read_log
 from homeiq_daemon.webhooks.config import WebhookSettings
+from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.service import WebhookService
 from homeiq_daemon.webhooks.signing import encode_secret
 from tests.support.webhook_receiver import Receiver

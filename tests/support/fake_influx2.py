@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeiq_daemon.lineprotocol import FieldValue, LineProtocolError, parse_line, split_lines
+from homeiq_daemon.sinks.lineprotocol import FieldValue, LineProtocolError, parse_line, split_lines
 
 
 def _kind(value: FieldValue) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from homeiq_daemon.config import MappingSettings
-from homeiq_daemon.mapping import PointMapper
+from homeiq_daemon.pipeline.mapping import PointMapper
+from homeiq_daemon.pipeline.tracking import StateTracker
 from homeiq_daemon.sources.replay import iter_changes
-from homeiq_daemon.tracking import StateTracker
 from tests.support.influxd import InfluxServer
 
 Key = tuple[str, str, str, int]  # measurement, domain, entity_id (object id), time_ns

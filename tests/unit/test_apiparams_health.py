@@ -10,12 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon import apiparams
-from homeiq_daemon.apiparams import BadRequest
+from homeiq_daemon.api import params as apiparams
+from homeiq_daemon.api.health import evaluate
+from homeiq_daemon.api.params import BadRequest
 from homeiq_daemon.errors import HistoryUnavailable
-from homeiq_daemon.health import evaluate
-from homeiq_daemon.influx import entity_history_query, influxql_identifier, influxql_string, parse_query_points
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.influx.writer import (
+    entity_history_query,
+    influxql_identifier,
+    influxql_string,
+    parse_query_points,
+)
 
 ALLOWED = frozenset({"domain", "limit", "cursor"})
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from homeiq_daemon.batcher import Batch, Batcher
 from homeiq_daemon.model import EntityState, StateChange
-from homeiq_daemon.tracking import StateTracker
+from homeiq_daemon.pipeline.batcher import Batch, Batcher
+from homeiq_daemon.pipeline.tracking import StateTracker
 
 
 async def test_flush_on_size_keeps_order() -> None:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon import hamessages
 from homeiq_daemon.errors import ProtocolError
 from homeiq_daemon.model import iso_to_ns
+from homeiq_daemon.sources.homeassistant import messages as hamessages
 
 STATE = {"entity_id": "sensor.t", "state": "1", "attributes": {"unit_of_measurement": "°C"},
          "last_changed": "2026-11-20T12:00:00+00:00", "last_updated": "2026-11-20T12:00:01.5+00:00"}

@@ -18,9 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from homeiq_daemon import journal
 from homeiq_daemon.config import LogSettings
-from homeiq_daemon.logs import configure_logging, get_logger
+from homeiq_daemon.runtime import journal
+from homeiq_daemon.runtime.logs import configure_logging, get_logger
 
 names = st.from_regex(r"[A-Z][A-Z0-9_]{0,63}", fullmatch=True)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from influxdb_client import Point as ClientPoint
 from influxdb_client import WritePrecision
 
-from homeiq_daemon.lineprotocol import (
+from homeiq_daemon.sinks.lineprotocol import (
     REPLACEMENT,
     LineEncoder,
     LineProtocolError,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from homeiq_daemon import influx, liveness
-from homeiq_daemon.liveness import Liveness
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.delivery import liveness
+from homeiq_daemon.delivery.liveness import Liveness
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.influx import writer as influx
 
 
 class Clock:

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.config import MappingSettings
-from homeiq_daemon.lineprotocol import LineEncoder, Point
-from homeiq_daemon.mapping import PointMapper
 from homeiq_daemon.model import EntityState, iso_to_ns
+from homeiq_daemon.pipeline.mapping import PointMapper
+from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point
 
 STAMP = "2026-11-20T12:00:00.123456+00:00"
 

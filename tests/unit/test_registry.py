@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.registry import (
+from homeiq_daemon.metadata.registry import (
     Area,
     Device,
     RegistryEntity,

@@ -10,8 +10,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from homeiq_daemon.scheduler import Scheduler
-from homeiq_daemon.stats import Stats
+from homeiq_daemon.runtime.scheduler import Scheduler
+from homeiq_daemon.runtime.stats import Stats
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:

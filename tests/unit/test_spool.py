@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.spool import HEADER_SIZE, MAGIC, Damage, Spool, encode_record, iter_records
+from homeiq_daemon.delivery.spool import HEADER_SIZE, MAGIC, Damage, Spool, encode_record, iter_records
 
 MiB = 1024 * 1024
 
@@ -422,7 +422,7 @@ def test_disk_full_drops_oldest_like_a_full_spool_and_leaves_no_torn_record(
     spool_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = _QuotaDisk(spool_dir, quota=300_000)
-    monkeypatch.setattr("homeiq_daemon.spool.os.write", disk.write)
+    monkeypatch.setattr("homeiq_daemon.delivery.spool.os.write", disk.write)
     spool = open_spool(spool_dir, max_bytes=64 * MiB, segment_bytes=64 * 1024)
     bodies = [os.urandom(40_000) for _ in range(20)]
     dropped = sum(spool.append(body, 1) for body in bodies)
@@ -441,7 +441,7 @@ def test_disk_full_drops_oldest_like_a_full_spool_and_leaves_no_torn_record(
 
 def test_disk_full_with_nothing_to_free_raises(spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     disk = _QuotaDisk(spool_dir, quota=1000)
-    monkeypatch.setattr("homeiq_daemon.spool.os.write", disk.write)
+    monkeypatch.setattr("homeiq_daemon.delivery.spool.os.write", disk.write)
     spool = open_spool(spool_dir)
     with pytest.raises(OSError, match="No space"):
         spool.append(os.urandom(5000), 1)

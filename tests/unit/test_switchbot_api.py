@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.errors import HomeIQError, ProtocolError
-from homeiq_daemon.switchbot_api import (
+from homeiq_daemon.sources.switchbot.api import (
     DAY_S,
     RESERVE_BLOCK,
     DailyBudget,

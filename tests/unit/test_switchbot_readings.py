@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from homeiq_daemon.config import MappingSettings
 from homeiq_daemon.errors import ProtocolError
-from homeiq_daemon.mapping import PointMapper
 from homeiq_daemon.model import EntityState
-from homeiq_daemon.switchbot_api import SwitchBotDevice
-from homeiq_daemon.switchbot_readings import (
+from homeiq_daemon.pipeline.mapping import PointMapper
+from homeiq_daemon.sources.switchbot.api import SwitchBotDevice
+from homeiq_daemon.sources.switchbot.readings import (
     changes,
     entity_state,
     object_ids,

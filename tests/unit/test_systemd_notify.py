@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from homeiq_daemon import systemd
 from homeiq_daemon.app import App
-from homeiq_daemon.batcher import Batch
 from homeiq_daemon.config import Settings
-from homeiq_daemon.sink import WriteResult
-from homeiq_daemon.stats import Stats
-from homeiq_daemon.store.history import HistoryStore
+from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.runtime import systemd
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.base import WriteResult
+from homeiq_daemon.sinks.embedded import HistoryStore
 from tests.support.daemon import daemon_settings, wait_for
 from tests.support.notify import Message, NotifyListener, parse
 

@@ -1,0 +1,315 @@
+"""The local HTTP server (aiohttp): /healthz, /metrics and the read-only /api/v1.
+
+Handlers are thin: parse the parameters (apiparams), make one store call (one SQL query), render JSON.
+Bad parameters answer 400 with ``{"error": …}``; an unexpected failure answers a JSON 500 and is logged.
+``/api/*`` needs ``Authorization: Bearer <http.token>`` whenever a token is set (the settings refuse a
+non-loopback address without one). Responses over ``GZIP_MIN_BYTES`` are gzipped for clients that accept it.
+See docs/api.md for the endpoints.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import hdrs, web
+from aiohttp.web_response import ContentCoding
+
+from homeiq_daemon.api import params as apiparams
+from homeiq_daemon.api.health import evaluate
+from homeiq_daemon.api.params import BadRequest
+from homeiq_daemon.config import HttpSettings
+from homeiq_daemon.errors import HistoryUnavailable
+from homeiq_daemon.metadata.store import EntityQuery, MetadataStore, QueryTimes
+from homeiq_daemon.model import EntityState, ns_to_iso
+from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.metrics import CONTENT_TYPE, DurationCollector, Metrics
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sinks.embedded import HistoryStore
+from homeiq_daemon.sources.switchbot.readings import MAX_WEBHOOK_BYTES
+
+log = get_logger("homeiq.http")
+
+GZIP_MIN_BYTES = 4096
+MAX_TIME_NS = 2**63 - 1
+DAY_NS = 86_400 * 1_000_000_000
+HISTORY_MAX_POINTS = 10_000
+
+_ENTITY_PARAMS = frozenset({"domain", "area", "device", "q", "limit", "cursor"})
+_DEVICE_PARAMS = frozenset({"area", "limit", "cursor"})
+_AREA_PARAMS = frozenset({"limit", "cursor"})
+_HISTORY_PARAMS = frozenset({"start", "end", "limit"})
+
+
+class HistoryReader(Protocol):
+    source: str
+
+    async def entity_history(self, entity_id: str, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        """Points of one entity, oldest first."""
+        ...
+
+
+class EmbeddedHistory:
+    """History from the embedded store (when no InfluxDB is configured)."""
+
+    source = "embedded"
+
+    def __init__(self, store: HistoryStore) -> None:
+        self._store = store
+
+    async def entity_history(self, entity_id: str, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._store.query(entity_id, start_ns, end_ns, limit)
+        return [
+            {
+                "time": ns_to_iso(r.time_ns),
+                "measurement": r.measurement,
+                "value": r.value,
+                "state": r.state,
+                "fields": r.fields,
+            }
+            for r in rows
+        ]
+
+
+@dataclass(slots=True)
+class ApiContext:
+    stats: Stats
+    store: MetadataStore
+    metrics: Metrics
+    hub_configured: bool
+    spool_max_bytes: int
+    history: HistoryReader | None = None
+    live_state: Callable[[str], EntityState | None] | None = None
+    max_page: int = 1000
+    # (path secret, body) -> (status, JSON reply): the SwitchBot push receiver, when one is configured
+    switchbot_webhook: Callable[[str, bytes], tuple[int, dict[str, Any]]] | None = None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message, "status": status}, status)
+
+
+def _overlay(row: dict[str, Any], live: EntityState | None, *, attributes: bool) -> dict[str, Any]:
+    """The store's copy is up to one flush interval old; the pipeline's last accepted state (a dict lookup,
+    no SQL) is never older, so it wins."""
+    if live is not None:
+        row["state"] = live.state
+        row["last_changed"] = live.last_changed
+        row["last_updated"] = live.last_updated
+    if attributes:
+        row["attributes"] = live.attributes if live is not None else None
+    return row
+
+
+class ApiServer:
+    def __init__(self, settings: HttpSettings, context: ApiContext) -> None:
+        self._settings = settings
+        self.ctx = context
+        self._token = settings.token.get_secret_value().encode() if settings.token is not None else None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.request_times = QueryTimes()
+        doc = "Time to answer one HTTP request (server side)."
+        context.metrics.register(
+            DurationCollector("homeiq_http_request_duration_seconds", doc, "route", self.request_times)
+        )
+        self.app = web.Application(middlewares=[self._errors, self._auth])
+        routes = self.app.router
+        routes.add_get("/healthz", self.healthz)
+        routes.add_get("/metrics", self.metrics)
+        routes.add_get("/api/v1/areas", self.areas)
+        routes.add_get("/api/v1/devices", self.devices)
+        routes.add_get("/api/v1/entities", self.entities)
+        routes.add_get("/api/v1/entities/{entity_id}", self.entity)
+        routes.add_get("/api/v1/entities/{entity_id}/history", self.history)
+        routes.add_post("/switchbot/webhook/{secret}", self.switchbot_webhook)
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._settings.host, self._settings.port, reuse_address=True)
+        await site.start()
+        server = site._server  # the bound port, when port 0 asked the kernel for one
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
+        log.info("http.listening", host=self._settings.host, port=self.port, auth=self._token is not None)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- middlewares ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return self._compress(request, await handler(request))
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        except HistoryUnavailable as exc:
+            return _error(502, f"history backend: {exc}")
+        except web.HTTPException as exc:
+            if exc.status == 405:
+                return _error(405, "method not allowed: the API is read-only (GET)")
+            return _error(exc.status, exc.reason)
+        except Exception:
+            log.exception("http.handler_failed", path=request.path[:200])
+            return _error(500, "internal error (logged)")
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            self.request_times.add(route, time.perf_counter() - started)
+
+    @staticmethod
+    def _compress(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        if isinstance(response, web.Response) and response.body is not None:
+            size = len(response.body) if isinstance(response.body, bytes) else 0
+            if size >= GZIP_MIN_BYTES and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower():
+                response.enable_compression(ContentCoding.gzip)
+            if size >= GZIP_MIN_BYTES:
+                response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+        return response
+
+    @web.middleware
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._token is not None and request.path.startswith("/api/"):
+            given = request.headers.get(hdrs.AUTHORIZATION, "")
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self._token):
+                response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
+                response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="homeiq"'
+                return response
+        return await handler(request)
+
+    # --- handlers -------------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ctx = self.ctx
+        report = evaluate(
+            ctx.stats, time.time(), hub_configured=ctx.hub_configured, spool_max_bytes=ctx.spool_max_bytes
+        )
+        return _json(report.body, report.http_status)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.ctx.metrics.render())
+        response.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE
+        return response
+
+    def _page(self, items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = apiparams.encode_cursor(items[-1][key])
+        return {"items": items, "count": len(items), "next_cursor": next_cursor}
+
+    async def areas(self, request: web.Request) -> web.Response:
+        params = apiparams.check_params(request.query.items(), _AREA_PARAMS)
+        limit = apiparams.limit(params, self.ctx.max_page)
+        rows = await self.ctx.store.areas(after=apiparams.cursor(params), limit=limit + 1)
+        return _json(self._page(rows, limit, "area_id"))
+
+    async def devices(self, request: web.Request) -> web.Response:
+        params = apiparams.check_params(request.query.items(), _DEVICE_PARAMS)
+        limit = apiparams.limit(params, self.ctx.max_page)
+        rows = await self.ctx.store.devices(
+            area_id=apiparams.text(params, "area"), after=apiparams.cursor(params), limit=limit + 1
+        )
+        return _json(self._page(rows, limit, "device_id"))
+
+    async def entities(self, request: web.Request) -> web.Response:
+        params = apiparams.check_params(request.query.items(), _ENTITY_PARAMS)
+        limit = apiparams.limit(params, self.ctx.max_page)
+        query = EntityQuery(
+            domain=apiparams.text(params, "domain"),
+            area_id=apiparams.text(params, "area"),
+            device_id=apiparams.text(params, "device"),
+            q=apiparams.text(params, "q", apiparams.MAX_QUERY_TEXT),
+            after=apiparams.cursor(params),
+            limit=limit + 1,
+        )
+        rows = await self.ctx.store.entities(query)
+        live = self.ctx.live_state
+        if live is not None:
+            rows = [_overlay(row, live(row["entity_id"]), attributes=False) for row in rows]
+        return _json(self._page(rows, limit, "entity_id"))
+
+    async def entity(self, request: web.Request) -> web.Response:
+        apiparams.check_params(request.query.items(), frozenset())
+        entity_id = apiparams.entity_id(request.match_info["entity_id"])
+        row = await self.ctx.store.entity(entity_id)
+        live = self.ctx.live_state(entity_id) if self.ctx.live_state is not None else None
+        if row is None:
+            if live is None:
+                return _error(404, f"no entity {entity_id!r}")
+            row = _live_only(live)
+        return _json(_overlay(row, live, attributes=True))
+
+    async def history(self, request: web.Request) -> web.Response:
+        params = apiparams.check_params(request.query.items(), _HISTORY_PARAMS)
+        entity_id = apiparams.entity_id(request.match_info["entity_id"])
+        now = time.time_ns()
+        end = min(max(apiparams.time_ns(params, "end", now, now), 0), MAX_TIME_NS)
+        start = min(max(apiparams.time_ns(params, "start", end - DAY_NS, now), 0), MAX_TIME_NS)
+        if start >= end:
+            raise BadRequest("start: must be before end")
+        limit = apiparams.limit(params, HISTORY_MAX_POINTS, default=1000)
+        reader = self.ctx.history
+        if reader is None:
+            return _error(503, "no history backend is configured")
+        points = await reader.entity_history(entity_id, start, end, limit + 1)
+        truncated = len(points) > limit
+        return _json(
+            {
+                "entity_id": entity_id,
+                "source": reader.source,
+                "start": ns_to_iso(start),
+                "end": ns_to_iso(end),
+                "count": min(len(points), limit),
+                "truncated": truncated,
+                "points": points[:limit],
+            }
+        )
+
+    async def switchbot_webhook(self, request: web.Request) -> web.Response:
+        """SwitchBot pushes; the path's secret is checked (constant-time) by the receiver: 404 when wrong."""
+        receiver = self.ctx.switchbot_webhook
+        if receiver is None:
+            return _error(404, "Not Found")
+        if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
+            return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
+        body = await request.read()  # aiohttp stops a body without Content-Length at client_max_size
+        status, reply = receiver(request.match_info["secret"], body)
+        return _json(reply, status)
+
+
+def _live_only(live: EntityState) -> dict[str, Any]:
+    """An entity the pipeline has seen but the store has not written yet."""
+    attrs: Mapping[str, Any] = live.attributes
+    return {
+        "entity_id": live.entity_id,
+        "domain": live.domain,
+        "name": attrs.get("friendly_name"),
+        "in_registry": None,
+        "device_id": None,
+        "area_id": None,
+        "state": live.state,
+        "last_changed": live.last_changed,
+        "last_updated": live.last_updated,
+        "device_class": attrs.get("device_class"),
+        "unit_of_measurement": attrs.get("unit_of_measurement"),
+        "state_class": attrs.get("state_class"),
+    }

@@ -1,0 +1,376 @@
+"""State -> InfluxDB point, compatible by default with Home Assistant's own InfluxDB integration.
+
+The schema is the one HA's ``influxdb`` integration writes (so existing Grafana dashboards keep working):
+
+* measurement: the ``unit_of_measurement`` attribute, else the entity_id; ``measurement_attr``,
+  ``default_measurement``, ``override_measurement`` and per-entity/domain/glob overrides as in HA;
+* tags ``domain`` and ``entity_id`` (the object id, without the domain), plus ``tags`` and
+  ``tags_attributes``;
+* fields: numeric state -> ``value`` (float); a state HA reads as a number (on/off, open/closed, home/not_home,
+  …) -> ``value`` plus the string ``state``; any other state -> ``state``; attributes -> float fields, or
+  ``<name>_str`` string fields (plus the number in ``<name>`` when the string holds one, as HA does);
+* ``unknown``, ``unavailable`` and empty states are skipped; NaN and infinities are dropped.
+
+Deliberate difference: the timestamp is the state's ``last_updated`` (HA uses the time the event fired),
+so a replayed or gap-filled point lands at its true time and writing it twice leaves one point.
+Pure code: no IO.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from homeiq_daemon.config import EntityCustomization, EntityFilter, MappingSettings, _glob_regex
+from homeiq_daemon.model import EntityState
+from homeiq_daemon.sinks.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
+
+SKIPPED_STATES = frozenset(("unknown", "unavailable", ""))
+# homeassistant/helpers/state.py: state_as_number
+_STATE_ONE = frozenset(("on", "locked", "above_horizon", "open", "home"))
+_STATE_ZERO = frozenset(("off", "unlocked", "unknown", "below_horizon", "closed", "not_home"))
+# homeassistant/components/influxdb/const.py: a string with a number inside also gets a float field.
+_RE_DIGIT_TAIL = re.compile(r"^[^\.]*\d+\.?\d+[^\.]*$")
+_RE_DECIMAL = re.compile(r"[^\d.]+")
+
+_CACHE_LIMIT = 8_192  # per cache; a home has a few thousand entities and attribute strings, not more
+_NO_NUMBER = object()
+
+TagSource = Callable[[str], Mapping[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What ``map_line`` needs per entity (and measurement-deciding attribute value)."""
+
+    measurement: str
+    series: str | None  # escaped "measurement,tags"; None when tags vary per event
+    skip: frozenset[str]  # attribute keys that never become fields
+    domain: str
+    object_id: str
+
+
+def _to_float(value: Any) -> float | None:
+    """float(value) as Python does it (HA relies on that), None when it fails."""
+    try:
+        return float(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+class PointMapper:
+    """Turns entity states into points. Caches per-entity decisions; one instance per pipeline."""
+
+    def __init__(self, settings: MappingSettings, extra_tags: TagSource | None = None) -> None:
+        self._settings = settings
+        self._filter = EntityFilter(settings.include, settings.exclude)
+        self._tags_attributes = frozenset(settings.tags_attributes)
+        self._global_ignore = frozenset(settings.ignore_attributes)
+        self._measurement_attr = settings.measurement_attr
+        self._global_tags = dict(settings.tags)
+        self._extra_tags = extra_tags
+        self._customize_glob = [
+            (_glob_regex([glob]), custom) for glob, custom in settings.component_config_glob.items()
+        ]
+        self._entity_config: dict[str, tuple[str | None, frozenset[str]]] = {}
+        # Fast path (map_line): per-entity plans and rendered field fragments, all bounded.
+        self._encoder = LineEncoder()
+        self._plans: dict[tuple[str, Any], _Plan] = {}
+        self._plan_attr = "device_class" if self._measurement_attr == "domain__device_class" else self._measurement_attr
+        self._str_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._repr_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._state_fragments: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        self._dynamic_tags = bool(self._tags_attributes) or extra_tags is not None
+        # str(value) -> (float or None, float from the digit-tail rule or None): attribute strings repeat.
+        self._string_numbers: dict[str, tuple[float | None, float | None]] = {}
+
+    def accepts(self, entity_id: str) -> bool:
+        return self._filter(entity_id)
+
+    def _customization(self, entity_id: str) -> tuple[str | None, frozenset[str]]:
+        cached = self._entity_config.get(entity_id)
+        if cached is not None:
+            return cached
+        # Like HA's EntityValues: domain, then globs, then the entity itself; later ones win.
+        layers: list[EntityCustomization] = []
+        domain = entity_id.partition(".")[0]
+        s = self._settings
+        if domain in s.component_config_domain:
+            layers.append(s.component_config_domain[domain])
+        for regex, custom in self._customize_glob:
+            if regex is not None and regex.match(entity_id):
+                layers.append(custom)
+        if entity_id in s.component_config:
+            layers.append(s.component_config[entity_id])
+        override: str | None = None
+        ignore: list[str] = []
+        for layer in layers:
+            if "override_measurement" in layer.model_fields_set:
+                override = layer.override_measurement
+            if "ignore_attributes" in layer.model_fields_set:
+                ignore = list(layer.ignore_attributes)
+        if len(self._entity_config) >= _CACHE_LIMIT:
+            self._entity_config.clear()
+        result = self._entity_config[entity_id] = (override, frozenset(ignore) | self._global_ignore)
+        return result
+
+    def _string_number(self, text: str) -> tuple[float | None, float | None]:
+        cached = self._string_numbers.get(text)
+        if cached is None:
+            as_float = _to_float(text)
+            tail: float | None = None
+            if as_float is None and _RE_DIGIT_TAIL.match(text):
+                tail = _to_float(_RE_DECIMAL.sub("", text))
+            if len(self._string_numbers) >= _CACHE_LIMIT:
+                self._string_numbers.clear()
+            cached = self._string_numbers[text] = (as_float, tail)
+        return cached
+
+    def _measurement(self, entity_id: str, domain: str, attributes: dict[str, Any]
+                     ) -> tuple[str, bool, bool, frozenset[str]]:
+        """Measurement name, whether the unit / device_class attributes stay fields, and ignored attributes."""
+        override, ignore = self._customization(entity_id)
+        include_uom = include_dc = True
+        measurement: Any = override
+        if measurement in (None, ""):
+            settings = self._settings
+            if settings.override_measurement:
+                measurement = settings.override_measurement
+            else:
+                attr = self._measurement_attr
+                if attr == "entity_id":
+                    measurement = entity_id
+                elif attr == "domain__device_class":
+                    device_class = attributes.get("device_class")
+                    if device_class is None:
+                        measurement = domain
+                    else:
+                        measurement = f"{domain}__{device_class}"
+                        include_dc = False
+                else:
+                    measurement = attributes.get(attr)
+                if measurement in (None, ""):
+                    measurement = settings.default_measurement or entity_id
+                else:
+                    include_uom = attr != "unit_of_measurement"
+        return str(measurement), include_uom, include_dc, ignore
+
+    def map_state(self, state: EntityState) -> Point | None:
+        """The point for one state, or None when the state is skipped or filtered out."""
+        raw_state = state.state
+        if raw_state in SKIPPED_STATES or not self._filter(state.entity_id):
+            return None
+        attributes = state.attributes
+        entity_id = state.entity_id
+        domain, _, object_id = entity_id.partition(".")
+
+        fields: dict[str, FieldValue] = {}
+        include_state = include_value = False
+        value = self._string_number(raw_state)[0]
+        if value is not None:
+            include_value = True
+        elif raw_state in _STATE_ONE:
+            value, include_state, include_value = 1.0, True, True
+        elif raw_state in _STATE_ZERO:
+            value, include_state, include_value = 0.0, True, True
+        else:
+            include_state = True
+
+        measurement, include_uom, include_dc, ignore = self._measurement(entity_id, domain, attributes)
+
+        tags: dict[str, str] = {"domain": domain, "entity_id": object_id}
+        if include_state:
+            fields["state"] = raw_state
+        if include_value and value is not None:
+            # A non-finite value is dropped at the end, but like HA it still claims the name "value", so an
+            # attribute called "value" is written as "value_" either way.
+            fields["value"] = value
+
+        tags_attributes = self._tags_attributes
+        for key, attr_value in attributes.items():
+            if key in tags_attributes:
+                tags[key] = str(attr_value)
+                continue
+            if (
+                (key == "unit_of_measurement" and not include_uom)
+                or (key == "device_class" and not include_dc)
+                or key in ignore
+            ):
+                continue
+            if key in fields:
+                key = f"{key}_"
+            if attr_value is True or attr_value is False or type(attr_value) in (int, float):
+                number: float | None = float(attr_value)
+                tail = None
+            elif isinstance(attr_value, str):
+                number, tail = self._string_number(attr_value)
+            else:
+                number = _to_float(attr_value)
+                tail = None if number is not None else self._string_number(str(attr_value))[1]
+            if number is not None:
+                if math.isfinite(number):
+                    fields[key] = number
+                continue
+            # Like HA: the text form, plus the number in it (HA applies that to lists and dicts too).
+            fields[f"{key}_str"] = attr_value if isinstance(attr_value, str) else str(attr_value)
+            if tail is not None and math.isfinite(tail):
+                fields[key] = tail
+
+        if self._global_tags:
+            tags.update(self._global_tags)
+        if self._extra_tags is not None:
+            tags.update(self._extra_tags(entity_id))
+        value_field = fields.get("value")
+        if isinstance(value_field, float) and not math.isfinite(value_field):
+            del fields["value"]
+        if not fields:
+            return None
+        return Point(measurement, tags, fields, state.last_updated_ns)
+
+    # --- fast path ----------------------------------------------------------------------------------
+    # map_line gives exactly ``LineEncoder().encode(map_state(state))`` (a property test holds it to that),
+    # rendering straight to line protocol with cached fragments: a home repeats the same entities, attribute
+    # names and attribute strings endlessly, so most of an event's line is dictionary lookups.
+
+    def _plan(self, entity_id: str, attributes: dict[str, Any]) -> _Plan:
+        domain, _, object_id = entity_id.partition(".")
+        measurement, include_uom, include_dc, ignore = self._measurement(entity_id, domain, attributes)
+        skip = set(ignore) | self._tags_attributes
+        if not include_uom:
+            skip.add("unit_of_measurement")
+        if not include_dc:
+            skip.add("device_class")
+        series = None
+        if not self._dynamic_tags:
+            tags = {"domain": domain, "entity_id": object_id, **self._global_tags}
+            series = self._encoder.series_key(measurement, tags)
+        return _Plan(measurement, series, frozenset(skip), domain, object_id)
+
+    def _state_fragments_for(self, raw_state: str) -> tuple[tuple[str, str], ...] | None:
+        cached = self._state_fragments.get(raw_state, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        value = self._string_number(raw_state)[0]
+        frags: list[tuple[str, str]] = []
+        include_state = False
+        if value is None:
+            if raw_state in _STATE_ONE:
+                value, include_state = 1.0, True
+            elif raw_state in _STATE_ZERO:
+                value, include_state = 0.0, True
+            else:
+                include_state = True
+        if include_state:
+            frags.append(("state", f'state="{escape_string_value(raw_state)}"'))
+        if value is not None:
+            # Non-finite: not written, but the name stays taken (an attribute "value" becomes "value_").
+            frags.append(("value", f"value={value!r}" if math.isfinite(value) else ""))
+        result = tuple(frags) if frags else None
+        if len(self._state_fragments) >= _CACHE_LIMIT:
+            self._state_fragments.clear()
+        self._state_fragments[raw_state] = result
+        return result
+
+    def _text_fragments(self, key: str, text: str, number: float | None, tail: float | None
+                        ) -> tuple[tuple[str, str], ...]:
+        def ek(name: str) -> str:
+            return self._encoder.key("time_" if name == "time" else name)
+
+        if number is not None:
+            return ((key, f"{ek(key)}={number!r}"),) if math.isfinite(number) else ()
+        frags = [(f"{key}_str", f'{ek(key + "_str")}="{escape_string_value(text)}"')]
+        if tail is not None and math.isfinite(tail):
+            frags.append((key, f"{ek(key)}={tail!r}"))
+        return tuple(frags)
+
+    def map_line(self, state: EntityState) -> str | None:
+        """The line protocol line for one state, or None when the state is skipped or filtered out."""
+        raw_state = state.state
+        entity_id = state.entity_id
+        if raw_state in SKIPPED_STATES or not self._filter(entity_id):
+            return None
+        attributes = state.attributes
+        plan_key = (entity_id, attributes.get(self._plan_attr))
+        try:
+            plan = self._plans.get(plan_key)
+        except TypeError:  # an unhashable unit (a list): rare, no cache
+            plan, plan_key = None, None  # type: ignore[assignment]
+        if plan is None:
+            plan = self._plan(entity_id, attributes)
+            if plan_key is not None:
+                if len(self._plans) >= _CACHE_LIMIT:
+                    self._plans.clear()
+                self._plans[plan_key] = plan
+
+        frags: dict[str, str] = {}
+        state_frags = self._state_fragments_for(raw_state)
+        if state_frags is not None:
+            for field_key, frag in state_frags:
+                frags[field_key] = frag
+        skip = plan.skip
+        keys = self._encoder._keys
+        str_cache = self._str_fragments
+        for key, value in attributes.items():
+            if key in skip:
+                continue
+            if key in frags:
+                key = f"{key}_"
+            kind = type(value)
+            if kind is str:
+                cache_key = (key, value)
+                cached = str_cache.get(cache_key)
+                if cached is None:
+                    number, tail = self._string_number(value)
+                    cached = self._text_fragments(key, value, number, tail)
+                    if len(str_cache) >= _CACHE_LIMIT:
+                        str_cache.clear()
+                    str_cache[cache_key] = cached
+                for field_key, frag in cached:
+                    frags[field_key] = frag
+            elif kind is float or kind is int or kind is bool:
+                number = float(value)
+                if number - number == 0.0:  # finite
+                    escaped = keys.get(key) if key != "time" else None
+                    if escaped is None:
+                        escaped = self._encoder.key("time_" if key == "time" else key)
+                    frags[key] = f"{escaped}={number!r}"
+            elif kind is list or kind is dict or value is None:
+                # float() always fails on these: HA writes str(value) (and a number found in it).
+                text = str(value)
+                cache_key = (key, text)
+                cached = self._repr_fragments.get(cache_key)
+                if cached is None:
+                    cached = self._text_fragments(key, text, None, self._string_number(text)[1])
+                    if len(self._repr_fragments) >= _CACHE_LIMIT:
+                        self._repr_fragments.clear()
+                    self._repr_fragments[cache_key] = cached
+                for field_key, frag in cached:
+                    frags[field_key] = frag
+            else:
+                number = _to_float(value)
+                text = str(value)
+                tail = None if number is not None else self._string_number(text)[1]
+                for field_key, frag in self._text_fragments(key, text, number, tail):
+                    frags[field_key] = frag
+        field_part = ",".join(frag for frag in frags.values() if frag)
+        if not field_part:
+            return None
+        series = plan.series
+        if series is None:
+            series = self._encoder.series_key(plan.measurement, self._tags_for(plan, entity_id, attributes))
+            if series is None:
+                return None
+        return f"{series} {field_part} {state.last_updated_ns}"
+
+    def _tags_for(self, plan: _Plan, entity_id: str, attributes: dict[str, Any]) -> dict[str, str]:
+        tags = {"domain": plan.domain, "entity_id": plan.object_id}
+        for key in self._tags_attributes:
+            if key in attributes:
+                tags[key] = str(attributes[key])
+        tags.update(self._global_tags)
+        if self._extra_tags is not None:
+            tags.update(self._extra_tags(entity_id))
+        return tags

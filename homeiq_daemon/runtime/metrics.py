@@ -1,0 +1,186 @@
+"""Prometheus metrics for /metrics: the daemon's plain counters, turned into metric families at scrape time.
+
+The hot path only increments ints in ``Stats`` (a prometheus-client Counter takes a lock per call); the
+collector below reads them when Prometheus scrapes. One ``CollectorRegistry`` per app (never the global
+one, so tests and several apps in one process do not collide). Another part adds its own metrics with
+``Metrics.register(collector)``: any object with a ``collect()`` that yields metric families.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+from homeiq_daemon.runtime.stats import Stats
+
+if TYPE_CHECKING:
+    from homeiq_daemon.metadata.store import MetadataStore, QueryTimes
+    from homeiq_daemon.sources.homeassistant.registry_sync import RegistrySync
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterator[Any]: ...
+
+
+def _bucket_list(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (last one: above every bound) -> cumulative ``(le, count)`` pairs ending in +Inf."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        out.append((repr(bound), float(running)))
+    running += counts[-1]
+    out.append(("+Inf", float(running)))
+    return out
+
+
+class FlushHistogram:
+    """Cumulative histogram of flush durations, fed by draining ``Stats.flush_durations_s`` at each scrape."""
+
+    def __init__(self, bounds_s: tuple[float, ...] = FLUSH_BUCKETS_S) -> None:
+        self.bounds_s = bounds_s
+        self.counts = [0] * (len(bounds_s) + 1)
+        self.sum_s = 0.0
+
+    def drain(self, stats: Stats) -> None:
+        samples, stats.flush_durations_s = stats.flush_durations_s, []
+        for seconds in samples:
+            for index, bound in enumerate(self.bounds_s):
+                if seconds <= bound:
+                    self.counts[index] += 1
+                    break
+            else:
+                self.counts[-1] += 1
+            self.sum_s += seconds
+
+
+class StatsCollector:
+    def __init__(
+        self,
+        stats: Stats,
+        *,
+        spool_max_bytes: int,
+        store: MetadataStore | None = None,
+        registry_sync: RegistrySync | None = None,
+    ) -> None:
+        self._stats = stats
+        self._spool_max_bytes = spool_max_bytes
+        self._store = store
+        self._sync = registry_sync
+        self._flush = FlushHistogram()
+
+    def collect(self) -> Iterator[Any]:
+        st = self._stats
+        yield _labelled_counter("homeiq_events_received", "State changes taken from a source.", "source",
+                                st.events_received)  # fmt: skip
+        yield _labelled_counter("homeiq_events_skipped", "Events not written, by reason.", "reason", st.events_skipped)
+        yield _labelled_counter("homeiq_malformed_messages", "Malformed messages skipped, by source.", "source",
+                                st.malformed_messages)  # fmt: skip
+        yield CounterMetricFamily("homeiq_points_written", "Points the sink accepted.", value=st.points_written)
+        yield _labelled_counter("homeiq_points_dropped", "Points dropped, by reason.", "reason", st.points_dropped)
+        yield CounterMetricFamily("homeiq_batches_written", "Batches the sink accepted.", value=st.batches_written)
+        recent = list(st.batch_points)
+        yield GaugeMetricFamily("homeiq_batch_points_recent_avg", "Average points per batch, last 256 batches.",
+                                value=sum(recent) / len(recent) if recent else 0.0)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_batch_points_recent_max", "Largest batch of the last 256.",
+                                value=max(recent) if recent else 0)  # fmt: skip
+        self._flush.drain(st)
+        flush = HistogramMetricFamily("homeiq_flush_duration_seconds", "Time to write one batch to the sink.")
+        flush.add_metric([], _bucket_list(self._flush.bounds_s, self._flush.counts), self._flush.sum_s)
+        yield flush
+        yield _labelled_counter("homeiq_sink_errors", "Sink errors, by HTTP status or error class.", "status",
+                                st.sink_errors)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_sink_up", "1 when the sink takes writes (InfluxDB up, or embedded).",
+                                value=1 if st.sink_state in ("up", "embedded") else 0)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_hub_connected", "1 while connected to Home Assistant.",
+                                value=1 if st.hub_connected else 0)  # fmt: skip
+        yield CounterMetricFamily("homeiq_hub_reconnects", "Reconnections to Home Assistant.", value=st.reconnects)
+        now = time.time()
+        age = now - st.last_event_at if st.last_event_at is not None else float("nan")
+        yield GaugeMetricFamily("homeiq_last_event_age_seconds", "Seconds since the last event.", value=age)
+        yield GaugeMetricFamily("homeiq_spool_bytes", "Bytes in the disk spool.", value=st.spool_bytes)
+        yield GaugeMetricFamily("homeiq_spool_max_bytes", "Spool size bound.", value=self._spool_max_bytes)
+        yield GaugeMetricFamily("homeiq_spool_records", "Batches in the disk spool.", value=st.spool_records)
+        yield GaugeMetricFamily("homeiq_spool_points", "Points in the disk spool.", value=st.spool_points)
+        oldest = now - st.spool_oldest_ms / 1000 if st.spool_oldest_ms else 0.0
+        yield GaugeMetricFamily("homeiq_spool_oldest_age_seconds", "Age of the oldest spooled batch.", value=oldest)
+        yield CounterMetricFamily("homeiq_spool_drained_points", "Points replayed from the spool.",
+                                  value=st.spool_drained_points)  # fmt: skip
+        yield CounterMetricFamily("homeiq_spool_damaged_bytes", "Bytes of damaged spool records skipped.",
+                                  value=st.spool_damaged_bytes)  # fmt: skip
+        yield CounterMetricFamily("homeiq_spool_damaged_regions", "Damaged stretches found in the spool.",
+                                  value=st.spool_damaged_regions)  # fmt: skip
+        yield CounterMetricFamily("homeiq_dead_letter_points", "Points the sink rejected for good.",
+                                  value=st.dead_letter_points)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_tick_duration_seconds_avg", "Average duration of periodic jobs.",
+                                value=st.ticks.average_s or 0.0)  # fmt: skip
+        if self._store is not None:
+            yield from self._store_metrics(self._store)
+        if self._sync is not None:
+            sync = self._sync
+            sizes = GaugeMetricFamily("homeiq_registry_items", "Items mirrored from HA's registries.",
+                                      labels=["registry"])  # fmt: skip
+            sizes.add_metric(["area"], len(sync.areas))
+            sizes.add_metric(["device"], len(sync.devices))
+            sizes.add_metric(["entity"], len(sync.entities))
+            yield sizes
+            yield CounterMetricFamily("homeiq_registry_events", "Registry update events seen.", value=sync.events)
+            yield CounterMetricFamily("homeiq_registry_syncs", "Full registry syncs.", value=sync.full_syncs)
+            yield CounterMetricFamily("homeiq_registry_failures", "Failed registry fetches.", value=sync.failures)
+
+    @staticmethod
+    def _store_metrics(store: MetadataStore) -> Iterator[Any]:
+        yield duration_family(
+            "homeiq_sqlite_query_duration_seconds", "Metadata store read durations.", "query", store.query_times
+        )
+        yield CounterMetricFamily("homeiq_metadata_states_flushed", "Entity states written (coalesced).",
+                                  value=store.states_flushed)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_metadata_states_pending", "Entity states waiting for the next flush.",
+                                value=store.pending_states)  # fmt: skip
+
+
+def duration_family(name: str, documentation: str, label: str, times: QueryTimes) -> HistogramMetricFamily:
+    """A histogram family from durations kept as plain per-name bucket counts."""
+    family = HistogramMetricFamily(name, documentation, labels=[label])
+    for key, counts in sorted(times.counts.items()):
+        family.add_metric([key], _bucket_list(times.bounds_s, counts), times.sums[key])
+    return family
+
+
+class DurationCollector:
+    """Exposes one ``QueryTimes`` (e.g. the HTTP server's request durations)."""
+
+    def __init__(self, name: str, documentation: str, label: str, times: QueryTimes) -> None:
+        self._args = (name, documentation, label, times)
+
+    def collect(self) -> Iterator[Any]:
+        yield duration_family(*self._args)
+
+
+def _labelled_counter(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([str(key)], value)
+    return family
+
+
+class Metrics:
+    """The app's registry: the stats collector, process RSS/CPU, and whatever else registers."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(namespace="", registry=self.registry)  # process_resident_memory_bytes, _cpu_seconds_total
+
+    def register(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

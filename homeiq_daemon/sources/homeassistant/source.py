@@ -1,0 +1,317 @@
+"""Home Assistant source: the only module that talks to HA's WebSocket API.
+
+One connection at a time: connect -> ``auth_required`` -> ``auth`` -> ``auth_ok`` -> ask for coalesced
+frames -> ``subscribe_events state_changed`` -> ``get_states`` (the snapshot fills the gap since the last
+connection) -> connect hooks (the metadata sync) -> read until the connection dies. Subscribing before the
+snapshot means no change falls between the two; the tracker sorts out the overlap by ``last_updated``.
+
+* The reader never waits on a sink: ``Pipeline.submit`` is synchronous, so HA never sees a slow consumer.
+* Heartbeat: a ``ping`` every ``heartbeat_interval_s``; no ``pong`` within ``heartbeat_timeout_s`` and the
+  connection is declared dead (so a dead peer is noticed within 30 s with the defaults).
+* Reconnect with exponential backoff and jitter, capped at ``reconnect_max_s``; reset after a connection
+  that stayed up for a minute. The first failure logs a warning, repeats log at debug.
+* ``auth_invalid`` raises AuthError: HA bans IPs after repeated failed logins, so a rejected token is never
+  retried.
+* Malformed or unexpected messages are logged (rate-limited), counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from homeiq_daemon import __version__
+from homeiq_daemon.config import HomeAssistantSettings
+from homeiq_daemon.errors import AuthError, ProtocolError
+from homeiq_daemon.model import Origin
+from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.retry import backoff_delay
+from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.sources.homeassistant import messages as hamessages
+
+log = get_logger("homeiq.ha")
+
+EventHandler = Callable[[dict[str, Any]], None]
+ConnectHook = Callable[["HAConnection"], Awaitable[None]]
+
+STABLE_AFTER_S = 60.0
+
+
+class ConnectionLost(Exception):
+    """The connection ended; we reconnect."""
+
+
+class CommandFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class HAConnection:
+    """One authenticated connection: commands with ids, results matched to their futures, subscriptions."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stats: Stats) -> None:
+        self._ws = ws
+        self._stats = stats
+        self._ids = hamessages.CommandIds()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._subscriptions: dict[int, EventHandler] = {}
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._malformed_logged = 0
+
+    async def call(self, msg_type: str, timeout_s: float = 60.0, **payload: Any) -> Any:
+        msg_id = self._ids.take()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        try:
+            await self._ws.send_str(hamessages.command(msg_id, msg_type, **payload))
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def subscribe(self, event_type: str, handler: EventHandler) -> int:
+        msg_id = self._ids.take()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        self._subscriptions[msg_id] = handler  # register first: events may follow the result at once
+        try:
+            await self._ws.send_str(hamessages.subscribe_events(msg_id, event_type))
+            await asyncio.wait_for(future, 30.0)
+        except BaseException:
+            self._subscriptions.pop(msg_id, None)
+            raise
+        finally:
+            self._pending.pop(msg_id, None)
+        return msg_id
+
+    async def ping(self, timeout_s: float) -> None:
+        msg_id = self._ids.take()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs[msg_id] = future
+        try:
+            await self._ws.send_str(hamessages.command(msg_id, "ping"))
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise ConnectionLost(f"no pong within {timeout_s:g} s") from None
+        finally:
+            self._pongs.pop(msg_id, None)
+
+    async def read_loop(self) -> None:
+        """Dispatch frames until the socket closes; then fail every waiter."""
+        try:
+            async for frame in self._ws:
+                if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    try:
+                        messages = hamessages.decode_frame(frame.data)
+                    except ProtocolError as exc:
+                        self._malformed(str(exc))
+                        continue
+                    for message in messages:
+                        self._dispatch(message)
+                elif frame.type == aiohttp.WSMsgType.ERROR:
+                    raise ConnectionLost(f"websocket error: {self._ws.exception()}")
+                else:
+                    break
+        finally:
+            lost = ConnectionLost("connection closed")
+            for future in [*self._pending.values(), *self._pongs.values()]:
+                if not future.done():
+                    future.set_exception(lost)
+        code = self._ws.close_code
+        raise ConnectionLost(f"connection closed by peer (code {code})")
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        msg_type = message.get("type")
+        msg_id = message.get("id")
+        if msg_type == "event":
+            handler = self._subscriptions.get(msg_id) if isinstance(msg_id, int) else None
+            event = message.get("event")
+            if handler is None or not isinstance(event, dict):
+                self._malformed(f"event for unknown subscription {msg_id!r}")
+                return
+            handler(event)
+        elif msg_type == "result":
+            future = self._pending.get(msg_id) if isinstance(msg_id, int) else None
+            if future is None or future.done():
+                return  # a result for a command we gave up on
+            if message.get("success"):
+                future.set_result(message.get("result"))
+            else:
+                error = message.get("error") or {}
+                future.set_exception(CommandFailed(str(error.get("code")), str(error.get("message"))))
+        elif msg_type == "pong":
+            pong = self._pongs.get(msg_id) if isinstance(msg_id, int) else None
+            if pong is not None and not pong.done():
+                pong.set_result(None)
+        else:
+            self._malformed(f"unexpected message type {str(msg_type)[:40]!r}")
+
+    def _malformed(self, reason: str) -> None:
+        self._stats.malformed_messages["home_assistant"] += 1
+        self._malformed_logged += 1
+        n = self._malformed_logged
+        if n <= 10 or n % 1000 == 0:
+            log.warning("ha.message_skipped", reason=reason[:200], count=n)
+
+
+class HomeAssistantSource:
+    def __init__(self, settings: HomeAssistantSettings, pipeline: Pipeline, stats: Stats) -> None:
+        assert settings.url is not None
+        assert settings.token is not None
+        self._settings = settings
+        self._pipeline = pipeline
+        self._stats = stats
+        self._connect_hooks: list[ConnectHook] = []
+        self._event_handlers: dict[str, EventHandler] = {}
+        self.connected = asyncio.Event()
+        self.first_connection = asyncio.Event()
+        self.url = settings.websocket_url
+        self._malformed_events = 0
+
+    def add_connect_hook(self, hook: ConnectHook) -> None:
+        """Called after every (re)connect and snapshot, with the live connection (e.g. registry sync)."""
+        self._connect_hooks.append(hook)
+
+    def add_event_handler(self, event_type: str, handler: EventHandler) -> None:
+        """Subscribe to another HA event type on every connection."""
+        self._event_handlers[event_type] = handler
+
+    async def run(self) -> None:
+        attempt = 0
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._settings.connect_timeout_s)
+        connector = aiohttp.TCPConnector(ssl=self._settings.verify_ssl, limit=2)
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers={"User-Agent": f"homeiq-daemon/{__version__}"}
+        ) as session:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._connect_and_serve(session)
+                except AuthError:
+                    raise
+                except (
+                    ConnectionLost,
+                    aiohttp.ClientError,
+                    OSError,
+                    TimeoutError,
+                    ProtocolError,
+                    CommandFailed,
+                ) as exc:
+                    error = str(exc) or type(exc).__name__
+                finally:
+                    self._set_disconnected()
+                if time.monotonic() - started > STABLE_AFTER_S:
+                    attempt = 0
+                attempt += 1
+                self._stats.reconnects += 1
+                delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._settings.reconnect_max_s)
+                # The first failure warns; repeats stay quiet, but a long outage still shows every 20th attempt.
+                logger = log.warning if attempt == 1 else log.info if attempt % 20 == 0 else log.debug
+                logger("ha.disconnected", url=self.url, error=error[:300], retry_in_s=round(delay, 1), attempt=attempt)
+                await asyncio.sleep(delay)
+
+    def _set_disconnected(self) -> None:
+        self.connected.clear()
+        self._stats.hub_connected = False
+        self._stats.hub_state = "disconnected"
+        if self._stats.hub_down_since is None:
+            self._stats.hub_down_since = time.time()
+
+    async def _connect_and_serve(self, session: aiohttp.ClientSession) -> None:
+        s = self._settings
+        self._stats.hub_state = "connecting"
+        async with session.ws_connect(
+            self.url, max_msg_size=s.max_message_bytes, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+        ) as ws:
+            await self._authenticate(ws)
+            conn = HAConnection(ws, self._stats)
+            reader = asyncio.create_task(conn.read_loop(), name="homeiq-ha-reader")
+            try:
+                await self._setup(conn)
+                await self._heartbeat(conn, reader)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
+                    await reader
+
+    async def _authenticate(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        s = self._settings
+        assert s.token is not None
+        self._stats.hub_state = "authenticating"
+        first = await self._receive_json(ws, s.connect_timeout_s)
+        if first.get("type") != "auth_required":
+            raise ProtocolError(f"expected auth_required, got {str(first.get('type'))[:40]!r}")
+        await ws.send_str(hamessages.auth(s.token.get_secret_value()))
+        reply = await self._receive_json(ws, s.connect_timeout_s)
+        if reply.get("type") == "auth_invalid":
+            raise AuthError(
+                f"Home Assistant at {self.url} rejected the access token ({reply.get('message', 'auth_invalid')}). "
+                "Create a new long-lived access token in your HA profile and set home_assistant.token; "
+                "not retrying, because HA bans addresses after repeated failed logins."
+            )
+        if reply.get("type") != "auth_ok":
+            raise ProtocolError(f"expected auth_ok, got {str(reply.get('type'))[:40]!r}")
+        log.debug("ha.authenticated", ha_version=reply.get("ha_version"))
+
+    @staticmethod
+    async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> dict[str, Any]:
+        frame = await ws.receive(timeout=timeout_s)
+        if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            raise ConnectionLost(f"connection closed during handshake ({frame.type.name})")
+        messages = hamessages.decode_frame(frame.data)
+        return messages[0]
+
+    async def _setup(self, conn: HAConnection) -> None:
+        with contextlib.suppress(CommandFailed):
+            await conn.call("supported_features", features={"coalesce_messages": 1}, timeout_s=10.0)
+        await conn.subscribe("state_changed", self._on_state_changed)
+        for event_type, handler in self._event_handlers.items():
+            await conn.subscribe(event_type, handler)
+        raw_states = await conn.call("get_states", timeout_s=120.0)
+        states = []
+        for raw in raw_states if isinstance(raw_states, list) else []:
+            try:
+                states.append(hamessages.parse_state(raw))
+            except ProtocolError as exc:
+                conn._malformed(f"get_states: {exc}")
+        origin: Origin = "snapshot" if not self.first_connection.is_set() else "gapfill"
+        emitted = self._pipeline.submit_snapshot(states, origin)
+        for hook in self._connect_hooks:
+            await hook(conn)
+        self._stats.hub_connected = True
+        self._stats.hub_state = "connected"
+        self._stats.hub_down_since = None
+        self.connected.set()
+        log.info(
+            "ha.connected",
+            url=self.url,
+            entities=len(states),
+            **{"gap_filled" if origin == "gapfill" else "snapshot_points": emitted},
+        )
+        self.first_connection.set()
+
+    async def _heartbeat(self, conn: HAConnection, reader: asyncio.Task[None]) -> None:
+        s = self._settings
+        while True:
+            done, _ = await asyncio.wait({reader}, timeout=s.heartbeat_interval_s)
+            if done:
+                reader.result()  # raises ConnectionLost
+                raise ConnectionLost("reader ended")
+            await conn.ping(s.heartbeat_timeout_s)
+
+    def _on_state_changed(self, event: dict[str, Any]) -> None:
+        try:
+            change = hamessages.parse_state_changed(event.get("data"), "live")
+        except ProtocolError as exc:
+            self._stats.malformed_messages["home_assistant"] += 1
+            self._malformed_events += 1
+            if self._malformed_events <= 10 or self._malformed_events % 1000 == 0:
+                log.warning("ha.event_skipped", reason=str(exc)[:200], count=self._malformed_events)
+            return
+        self._pipeline.submit(change)

@@ -1,1 +1,0 @@
-"""SQLite, owned here and nowhere else: the embedded history, and (later) metadata and the webhook outbox."""
