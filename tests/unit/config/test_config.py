@@ -13,7 +13,7 @@ import pytest
 from homeiq_daemon.config import Settings, load_settings
 from homeiq_daemon.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from homeiq_daemon.webhooks import signing
 
-SIGNATURE_PY = Path(__file__).resolve().parents[2] / "custom_components" / "homeiq_webhook" / "signature.py"
+SIGNATURE_PY = Path(__file__).resolve().parents[3] / "custom_components" / "homeiq_webhook" / "signature.py"
 
 
 def _load() -> ModuleType:
