@@ -159,8 +159,14 @@ class App:
         if s.replay.path is not None:
             from homeiq_daemon.sources.replay import ReplaySource  # noqa: PLC0415
 
+            shift_to = s.replay.shift_to
             replay = ReplaySource(
-                s.replay.path, self.pipeline, self.stats, speed=s.replay.speed, shift_to_now=s.replay.shift_to_now
+                s.replay.path,
+                self.pipeline,
+                self.stats,
+                speed=s.replay.speed,
+                shift_to_now=s.replay.shift_to_now,
+                shift_to_ns=None if shift_to is None else int(shift_to.timestamp() * 1e9),
             )
             self._spawn(replay.run(), "homeiq-source-replay", source=True)
         if s.switchbot.enabled:

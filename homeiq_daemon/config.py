@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -229,6 +238,9 @@ class ReplaySettings(_Section):
     """0 replays as fast as the pipeline takes it; 1.0 keeps the recorded pacing; 10 is ten times faster."""
     shift_to_now: bool = False
     """Move all timestamps so the last recorded event lands at the present (demos, retention)."""
+    shift_to: AwareDatetime | None = None
+    """Move all timestamps so the last recorded event lands at this time: a fixed anchor, so replaying the
+    same file again writes the same points (InfluxDB and the embedded store overwrite, nothing is added)."""
 
     @field_validator("path")
     @classmethod

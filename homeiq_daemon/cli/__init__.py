@@ -57,6 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--shift-to-now", action="store_true", help="move replayed timestamps so the last event lands now")
     run.add_argument(
+        "--shift-to",
+        metavar="TIME",
+        help="move replayed timestamps so the last event lands at this ISO time (re-runs write the same points)",
+    )
+    run.add_argument(
         "--keep-running",
         action="store_true",
         help="with --replay and no Home Assistant: keep running after the file ends",
@@ -90,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         replay["speed"] = args.replay_speed
     if args.shift_to_now:
         replay["shift_to_now"] = True
+    if args.shift_to:
+        replay["shift_to"] = args.shift_to
     if replay:
         overrides["replay"] = replay
     settings = _load(args, **overrides)

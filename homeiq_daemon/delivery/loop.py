@@ -29,6 +29,7 @@ from homeiq_daemon.delivery.spool import Spool, SpoolRecord
 from homeiq_daemon.errors import SinkAuthError, TransientSinkError
 from homeiq_daemon.pipeline.batcher import Batch
 from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.progress import Progress
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import BatchWriter, WriteResult
@@ -70,6 +71,8 @@ class Delivery:
         self._disk_error_episode = False
         self._unwritable_dropping = False
         self._draining_since: float | None = None
+        self._drain_progress: Progress | None = None
+        self._drain_base = 0
         self._stopping = False
         self._writer_task: asyncio.Task[None] | None = None
         self.on_progress: Callable[[], None] | None = None  # e.g. the systemd watchdog's liveness mark
@@ -260,9 +263,14 @@ class Delivery:
         await self._in_io(self.spool.ack_many, records)
         if self._draining_since is None:
             self._draining_since = time.monotonic()
+            self._drain_progress = Progress("spool drain", unit="points", board=self._stats.progress)
+            self._drain_base = self._stats.spool_drained_points
         self._stats.spool_drained_points += result.written
         self._account(result)
         self._refresh_spool_stats()
+        if self._drain_progress is not None:
+            done = self._stats.spool_drained_points - self._drain_base
+            self._drain_progress.update(done, total=done + self._stats.spool_points)
         if self.spool.stats().records == 0:
             self._spool_drained()
         return True
@@ -301,6 +309,9 @@ class Delivery:
                 seconds=round(time.monotonic() - self._draining_since, 1),
             )
             self._draining_since = None
+        if self._drain_progress is not None:
+            self._drain_progress.finish()
+            self._drain_progress = None
 
     # --- down and back up -----------------------------------------------------------------------
 

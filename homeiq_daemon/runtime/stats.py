@@ -10,6 +10,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from homeiq_daemon.runtime.progress import ProgressBoard
+
 
 @dataclass(slots=True)
 class DurationWindow:
@@ -60,6 +62,7 @@ class Stats:
     spool_damaged_regions: int = 0  # damaged stretches found in the spool (each logged as spool.damaged)
     dead_letter_points: int = 0
     ticks: DurationWindow = field(default_factory=DurationWindow)
+    progress: ProgressBoard = field(default_factory=ProgressBoard)  # long work: replay, drain, backfill, import
 
     def record_flush(self, seconds: float) -> None:
         self.flush.add(seconds)
