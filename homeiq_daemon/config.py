@@ -226,8 +226,10 @@ def _is_loopback(host: str) -> bool:
 
 
 class MetadataSettings(_Section):
-    state_flush_interval_s: PositiveSeconds = 30.0
-    """How often changed entity states are written to the metadata store (one transaction each time)."""
+    state_flush_interval_s: PositiveSeconds = 300.0
+    """How often the metadata store writes what is due (new entities, first states, removals, other sources'
+    states, staged values) in one transaction. Updates of states Home Assistant's snapshot restores are
+    written only on stop (docs/reliability.md: what a power cut costs)."""
     registry_refresh_delay_s: float = Field(default=1.0, ge=0, le=60)
     """Wait after a registry event before fetching, so a burst of events costs one round trip."""
 

@@ -121,7 +121,7 @@ class MetadataService:
             await self._influx_history.close()
             self._influx_history = None
         try:
-            await self.store.flush_states()
+            await self.store.flush_states(final=True)
         except (sqlite3.Error, RuntimeError) as exc:
             log.error("metadata.final_flush_failed", error=str(exc)[:300])
         await self.store.close()

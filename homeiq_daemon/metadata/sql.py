@@ -10,11 +10,10 @@ from typing import Any
 
 import orjson
 
+from homeiq_daemon.metadata.latest import TEXT_LIMIT, cut
 from homeiq_daemon.metadata.registry import Area, Device, RegistryEntity
 from homeiq_daemon.model import EntityState
 from homeiq_daemon.runtime.sqlite import open_readonly
-
-_TEXT_LIMIT = 512
 
 MIGRATIONS = (
     """
@@ -79,32 +78,40 @@ MIGRATIONS = (
     """,
 )
 
-UPSERT_AREA = (
-    "INSERT INTO areas (area_id, name, icon, floor_id, aliases, labels) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (area_id) DO UPDATE SET name=excluded.name, icon=excluded.icon, floor_id=excluded.floor_id, "
-    "aliases=excluded.aliases, labels=excluded.labels"
-)
-UPSERT_DEVICE = (
-    "INSERT INTO devices (device_id, name, name_by_user, manufacturer, model, area_id, via_device_id, disabled_by, "
-    "entry_type, sw_version, hw_version, labels, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (device_id) DO UPDATE SET name=excluded.name, name_by_user=excluded.name_by_user, "
-    "manufacturer=excluded.manufacturer, model=excluded.model, area_id=excluded.area_id, "
-    "via_device_id=excluded.via_device_id, disabled_by=excluded.disabled_by, entry_type=excluded.entry_type, "
-    "sw_version=excluded.sw_version, hw_version=excluded.hw_version, labels=excluded.labels, source=excluded.source"
-)
-REGISTRY_COLUMNS = (
-    "platform, unique_id, device_id, area_id, name, original_name, disabled_by, hidden_by, entity_category, icon, "
-    "has_entity_name, labels"
-)
-UPSERT_ENTITY = (  # composed of constants; values are bound parameters
-    f"INSERT INTO entities (entity_id, domain, in_registry, {REGISTRY_COLUMNS}, source) "  # noqa: S608
-    "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (entity_id) DO UPDATE SET in_registry=1, platform=excluded.platform, "
-    "unique_id=excluded.unique_id, device_id=excluded.device_id, area_id=excluded.area_id, name=excluded.name, "
-    "original_name=excluded.original_name, disabled_by=excluded.disabled_by, hidden_by=excluded.hidden_by, "
-    "entity_category=excluded.entity_category, icon=excluded.icon, has_entity_name=excluded.has_entity_name, "
-    "labels=excluded.labels, source=excluded.source"
-)
+def _upsert(table: str, key: str, columns: Sequence[str], fixed: str = "") -> str:
+    """INSERT ... ON CONFLICT DO UPDATE that leaves an unchanged row alone: a registry sync at every reconnect
+    then writes no page for what did not change (SQLite rewrites a page on any UPDATE, equal values or not)."""
+    names = ", ".join((key, *columns))
+    marks = ", ".join("?" for _ in range(len(columns) + 1)) if not fixed else ""
+    sets = ", ".join(f"{c}=excluded.{c}" for c in columns)
+    changed = " OR ".join(f"{table}.{c} IS NOT excluded.{c}" for c in columns)
+    if fixed:  # e.g. entities: in_registry=1 is a constant of the statement
+        column, value = fixed.split("=")
+        names = ", ".join((key, columns[0], column, *columns[1:]))
+        marks = ", ".join(["?", "?", value, *("?" for _ in columns[1:])])
+        sets = f"{fixed}, {sets}"
+        changed = f"{table}.{column} IS NOT {value} OR {changed}"
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({marks}) "  # noqa: S608 - constants only
+        f"ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
+    )
+
+
+UPSERT_AREA = _upsert("areas", "area_id", ("name", "icon", "floor_id", "aliases", "labels"))
+UPSERT_DEVICE = _upsert(
+    "devices",
+    "device_id",
+    (
+        "name", "name_by_user", "manufacturer", "model", "area_id", "via_device_id", "disabled_by", "entry_type",
+        "sw_version", "hw_version", "labels", "source",
+    ),
+)  # fmt: skip
+_REGISTRY_COLUMN_NAMES = (
+    "platform", "unique_id", "device_id", "area_id", "name", "original_name", "disabled_by", "hidden_by",
+    "entity_category", "icon", "has_entity_name", "labels",
+)  # fmt: skip
+REGISTRY_COLUMNS = ", ".join(_REGISTRY_COLUMN_NAMES)
+UPSERT_ENTITY = _upsert("entities", "entity_id", ("domain", *_REGISTRY_COLUMN_NAMES, "source"), "in_registry=1")
 # An entity gone from the registry keeps its row while HA still has a state for it (a state-only entity).
 UNREGISTER_ENTITY = (
     "UPDATE entities SET in_registry=0, platform=NULL, unique_id=NULL, device_id=NULL, area_id=NULL, name=NULL, "
@@ -170,25 +177,18 @@ def json_list(values: Iterable[str]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
-def _cut(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else str(value)
-    return text[:_TEXT_LIMIT]
-
-
 def state_row(state: EntityState) -> tuple[Any, ...]:
     attrs = state.attributes
     return (
         state.entity_id,
         state.domain,
-        state.state[:_TEXT_LIMIT],
+        state.state[:TEXT_LIMIT],
         state.last_changed,
         state.last_updated,
-        _cut(attrs.get("friendly_name")),
-        _cut(attrs.get("device_class")),
-        _cut(attrs.get("unit_of_measurement")),
-        _cut(attrs.get("state_class")),
+        cut(attrs.get("friendly_name")),
+        cut(attrs.get("device_class")),
+        cut(attrs.get("unit_of_measurement")),
+        cut(attrs.get("state_class")),
     )
 
 

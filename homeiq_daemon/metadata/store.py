@@ -5,9 +5,11 @@ flushes, each batch in one transaction); a second, query-only connection serves 
 write never holds up a lookup (WAL lets readers run beside the writer). The CLI reads the file with its own
 read-only connection, also safe while the daemon runs.
 
-Latest states are write-coalesced: ``note_state`` (a pipeline listener, O(1), no IO) keeps the newest state
-per entity in memory, and ``flush_states`` writes the changed entities in one transaction every
-``metadata.state_flush_interval_s``: a busy home costs one SQLite commit per interval, not one per event.
+Latest states are write-coalesced and written only when it matters (``latest.py`` decides what and when):
+``note_state`` (a pipeline listener, O(1), no IO) keeps them in memory, and ``flush_states`` writes what is
+due in one transaction every ``metadata.state_flush_interval_s``, everything on stop. Other components stage
+small durable values (``stage_value``) into the same transaction: one commit per interval at most, none when
+nothing changed.
 
 ``eff_area_id`` is the entity's own area, else its device's; it is kept current after every registry change
 so the area filter is one indexed lookup.
@@ -20,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import orjson
 
+from homeiq_daemon.metadata.latest import LatestStates, RowKey
 from homeiq_daemon.metadata.registry import Area, Device, RegistryEntity
 from homeiq_daemon.metadata.sql import (
     AREA_SELECT,
@@ -53,7 +56,7 @@ from homeiq_daemon.metadata.sql import (
     registry_entity,
     state_row,
 )
-from homeiq_daemon.model import EntityState, StateChange
+from homeiq_daemon.model import StateChange
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.sqlite import open_db
 
@@ -63,6 +66,7 @@ MAX_PENDING_STATES = 100_000
 HA_SOURCE = "home_assistant"
 CHUNK_ROWS = 128
 INLINE_MAX_ROWS = 201  # a 200-item page (plus the one that tells whether there is a next page)
+UPSERT_VALUE = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
 
 
 @dataclass(slots=True)
@@ -93,13 +97,17 @@ class MetadataStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._inline: sqlite3.Connection | None = None
-        self._pending: dict[str, EntityState | None] = {}
-        self.pending_dropped = 0
+        self._latest = LatestStates(MAX_PENDING_STATES)
         self.states_flushed = 0
         self.query_times = QueryTimes()
 
     async def start(self) -> None:
         self._writer = await open_db(self.path, MIGRATIONS)
+        async with self._writer.execute(
+            "SELECT entity_id, state, friendly_name, device_class, unit, state_class FROM entities "
+            "WHERE state IS NOT NULL"
+        ) as cur:
+            self._latest.load((r[0], cast(RowKey, tuple(r[1:]))) for r in await cur.fetchall())
         reader = await aiosqlite.connect(self.path, isolation_level=None)
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=1")
@@ -217,8 +225,7 @@ class MetadataStore:
 
     async def put_value(self, key: str, value: str) -> None:
         """A small durable value of another component (one row, one transaction)."""
-        upsert = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
-        await self._transaction([(upsert, (key, value), False)])
+        await self._transaction([(UPSERT_VALUE, (key, value), False)])
 
     async def get_value(self, key: str) -> str | None:
         rows = await self._fetch("kv", "SELECT value FROM kv WHERE key = ?", (key,))
@@ -238,41 +245,51 @@ class MetadataStore:
         gone = [(r[0],) for r in rows if not is_live(r[0])]
         if gone:
             await self._transaction([("DELETE FROM entities WHERE entity_id = ? AND in_registry = 0", gone, True)])
+            self._latest.forget(g[0] for g in gone)
         return len(gone)
 
     # --- latest states, write-coalesced ---------------------------------------------------------------
 
     def note_state(self, change: StateChange) -> None:
-        """Pipeline listener: remember the newest state in memory; ``flush_states`` writes it later."""
-        pending = self._pending
-        if change.entity_id not in pending and len(pending) >= MAX_PENDING_STATES:
-            self.pending_dropped += 1  # bounded: a flood of new entity ids cannot grow memory without end
-            return
-        pending[change.entity_id] = change.new_state
+        """Pipeline listener: remember the newest state in memory; ``flush_states`` writes it when due."""
+        self._latest.note(change)
+
+    def stage_value(self, key: str, value: str) -> None:
+        """Like ``put_value``, but written with the next periodic flush (and on stop), in its transaction."""
+        self._latest.stage_value(key, value)
 
     @property
     def pending_states(self) -> int:
-        return len(self._pending)
+        """States and values held in memory that the file does not have yet."""
+        return len(self._latest)
 
-    async def flush_states(self) -> int:
-        """Write every entity whose state changed since the last flush, in one transaction."""
-        if not self._pending or self._writer is None:
+    @property
+    def pending_dropped(self) -> int:
+        return self._latest.dropped
+
+    async def flush_states(self, *, final: bool = False) -> int:
+        """Write what is due (everything when ``final``: on stop) in one transaction; the number of rows."""
+        if self._writer is None or not (self._latest.due or final):
             return 0
-        pending, self._pending = self._pending, {}
-        states = [s for s in pending.values() if s is not None]
-        removed = [(entity_id,) for entity_id, s in pending.items() if s is None]
-        statements: list[tuple[Any, ...]] = [(UPSERT_STATE, states, True, state_row)]
+        writes = self._latest.take(final=final)
+        if not writes:
+            return 0
+        removed = [(entity_id,) for entity_id in writes.removed]
+        statements: list[tuple[Any, ...]] = []
+        if writes.states:
+            statements.append((UPSERT_STATE, list(writes.states.values()), True, state_row))
         if removed:
             statements += [(CLEAR_STATE, removed, True), (DROP_EMPTY_ENTITY, removed, True)]
+        if writes.values:
+            statements.append((UPSERT_VALUE, list(writes.values.items()), True))
         try:
             await self._transaction(statements)
         except sqlite3.Error:
-            # Keep them for the next flush (unless newer states arrived meanwhile).
-            for entity_id, state in pending.items():
-                self._pending.setdefault(entity_id, state)
+            self._latest.restore(writes)
             raise
-        self.states_flushed += len(pending)
-        return len(pending)
+        self._latest.written(writes)
+        self.states_flushed += len(writes.states) + len(removed)
+        return len(writes)
 
     # --- reads (the query-only connection) ------------------------------------------------------------
 

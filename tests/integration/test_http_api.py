@@ -267,9 +267,23 @@ async def test_states_are_write_coalesced(api: Api, tmp_path: Path) -> None:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         assert before == ("1.5",)  # nothing written per event
         assert store.pending_states == 1
-        assert await store.flush_states() == 1
-        assert conn.execute("PRAGMA data_version").fetchone()[0] == version + 1  # one commit
+        # An update of a state HA's snapshot restores waits for the final flush (on stop).
+        assert await store.flush_states() == 0
+        assert conn.execute("PRAGMA data_version").fetchone()[0] == version  # no commit at all
+        # A new entity and a staged value are due at the next periodic flush: one commit for both.
+        store.note_state(StateChange("sensor.fresh", _state("sensor.fresh", "3"), None, "live"))
+        store.stage_value("watermark", "42")
+        assert await store.flush_states() == 2
+        assert conn.execute("PRAGMA data_version").fetchone()[0] == version + 1
+        assert await store.get_value("watermark") == "42"
+        assert conn.execute("SELECT state FROM entities WHERE entity_id = 'sensor.thing_003'").fetchone() == ("1.5",)
+        assert await store.flush_states(final=True) == 1
+        assert conn.execute("PRAGMA data_version").fetchone()[0] == version + 2
         assert conn.execute("SELECT state FROM entities WHERE entity_id = 'sensor.thing_003'").fetchone() == ("499",)
+        # Back to what the file holds (only last_updated moved on): nothing to write, even at the end.
+        store.note_state(StateChange("sensor.thing_003", _state("sensor.thing_003", "499"), None, "live"))
+        assert await store.flush_states(final=True) == 0
+        assert conn.execute("PRAGMA data_version").fetchone()[0] == version + 2
         # A removed entity that HA has no registry entry for goes; a registered one keeps its row, stateless.
         store.note_state(StateChange("sensor.thing_003", None, None, "live"))
         store.note_state(StateChange("sensor.adhoc", _state("sensor.adhoc", "1"), None, "live"))
