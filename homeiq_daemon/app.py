@@ -42,7 +42,7 @@ log = get_logger("homeiq.app")
 
 def prepare_state_dir(path: Path) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)  # group homeiq may read (the CLI), others not
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()

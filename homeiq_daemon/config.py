@@ -3,8 +3,14 @@
 * Environment variables: ``HOMEIQ_<SECTION>__<SETTING>``, e.g. ``HOMEIQ_INFLUXDB__URL``.
 * TOML file: ``--config PATH``, else ``$HOMEIQ_CONFIG``, else ``$CONFIGURATION_DIRECTORY/homeiq.toml``
   (systemd's ConfigurationDirectory=), else ``/etc/homeiq/homeiq.toml`` when present.
-* Secrets: any secret can be set as above, or put in a file under ``$CREDENTIALS_DIRECTORY`` (systemd's
-  LoadCredential=) named after the credential (see ``CREDENTIAL_FILES``).
+* Secrets: any secret can be set as above, or put in a file named after the credential (see
+  ``CREDENTIAL_FILES``) under ``$CREDENTIALS_DIRECTORY`` (systemd's LoadCredential=), else under
+  ``credentials/`` beside the config file in use when this user can read it (root, for the installed service's
+  ``/etc/homeiq/credentials``).
+* State directory: ``state_dir`` as set, else ``$STATE_DIRECTORY`` (systemd's StateDirectory=), else the
+  service's ``/var/lib/homeiq`` when it exists and this user can read it (root, or a member of group homeiq),
+  else ``/var/lib/homeiq`` for root, else ``$XDG_STATE_HOME/homeiq`` (``~/.local/state/homeiq``).
+* Read-only commands load with ``read_only=True``: a Home Assistant URL without its token is then no error.
 
 ``config/homeiq.example.toml`` documents every setting with its default.
 """
@@ -16,6 +22,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +46,7 @@ from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
 DEFAULT_CONFIG_PATH = Path("/etc/homeiq/homeiq.toml")
+SERVICE_STATE_DIR = Path("/var/lib/homeiq")
 MiB = 1024 * 1024
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -256,8 +264,10 @@ def _default_state_dir() -> Path:
     systemd_dir = os.environ.get("STATE_DIRECTORY")
     if systemd_dir:
         return Path(systemd_dir.split(":")[0])
+    if SERVICE_STATE_DIR.is_dir() and os.access(SERVICE_STATE_DIR, os.R_OK | os.X_OK):
+        return SERVICE_STATE_DIR  # the installed service's: the CLI reads what the daemon writes
     if os.geteuid() == 0:
-        return Path("/var/lib/homeiq")
+        return SERVICE_STATE_DIR
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "homeiq"
 
@@ -289,7 +299,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_sources(self) -> Settings:
-        if self.home_assistant.url and self.home_assistant.token is None:
+        if self.home_assistant.url and self.home_assistant.token is None and not _read_only.get():
             raise ValueError(
                 "home_assistant.token is required when home_assistant.url is set "
                 "(or put it in $CREDENTIALS_DIRECTORY/ha_token)"
@@ -328,6 +338,7 @@ class Settings(BaseSettings):
 # --- sources ------------------------------------------------------------------------------------------
 
 _toml_path: Path | None = None
+_read_only: ContextVar[bool] = ContextVar("homeiq_config_read_only", default=False)
 
 
 def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -360,9 +371,9 @@ class _CredentialsSource(PydanticBaseSettingsSource):
         return None, field_name, False  # pragma: no cover - __call__ does the work
 
     def __call__(self) -> dict[str, Any]:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        directory = credentials_directory(_toml_path)
         found: dict[str, Any] = {}
-        if not directory:
+        if directory is None:
             return found
         for name, dotted in CREDENTIAL_FILES.items():
             path = Path(directory) / name
@@ -381,6 +392,19 @@ class _CredentialsSource(PydanticBaseSettingsSource):
         if webhook_secrets:
             _set_nested(found, f"webhooks.{CREDENTIALS_KEY}", webhook_secrets)
         return found
+
+
+def credentials_directory(config_path: Path | None) -> str | None:
+    """systemd's $CREDENTIALS_DIRECTORY, else ``credentials/`` beside the config file when readable here."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory:
+        return directory
+    if config_path is None:
+        return None
+    beside = config_path.parent / "credentials"
+    if beside.is_dir() and os.access(beside, os.R_OK | os.X_OK):
+        return str(beside)
+    return None
 
 
 def resolve_config_path(explicit: str | Path | None) -> Path | None:
@@ -418,10 +442,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load and validate settings. Raises ConfigError with one line that names the setting."""
+def load_settings(config_path: str | Path | None = None, *, read_only: bool = False, **overrides: Any) -> Settings:
+    """Load and validate settings. Raises ConfigError with one line that names the setting.
+
+    ``read_only``: for commands that only read stored data (history, devices, …): the Home Assistant token
+    is not required then."""
     global _toml_path  # noqa: PLW0603 - pydantic-settings instantiates sources itself; this is how we pass the path
     _toml_path = resolve_config_path(config_path)
+    token = _read_only.set(read_only)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -432,6 +460,7 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(f"{_describe(dict(first))}{suffix}{where}") from None
     finally:
         _toml_path = None
+        _read_only.reset(token)
 
 
 def redacted_dict(settings: Settings) -> dict[str, Any]:

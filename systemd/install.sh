@@ -6,7 +6,9 @@
 #
 # What it does, each step safe to repeat:
 #   * the system user `homeiq` (systemd-sysusers, from systemd/homeiq.sysusers)
-#   * a virtualenv at /opt/homeiq/venv with this package installed (pip)
+#   * a virtualenv at /opt/homeiq/venv with this package installed (pip, its progress shown), and
+#     /usr/local/bin/homeiq linked to it so `homeiq` is on PATH; built in place (with --root: its scripts are
+#     pointed at /opt/homeiq/venv, where the staged tree will live)
 #   * /etc/homeiq/homeiq.toml from config/homeiq.example.toml, only if there is none yet
 #   * every file of --secrets DIR copied to /etc/homeiq/credentials/ (root, mode 0600), where the unit's
 #     LoadCredential= lines read them; names the unit does not list get a drop-in of their own
@@ -43,12 +45,16 @@ usage: install.sh [options]
   --no-venv         leave /opt/homeiq/venv alone (you manage it)
   --no-start        enable, but do not (re)start now
   --root DIR        stage under DIR instead of / (nothing is started)
-  --uninstall       stop, disable, remove the unit and the venv; keep config, secrets, data and the user
+  --uninstall       stop, disable, remove the unit, the venv and /usr/local/bin/homeiq; keep config,
+                    secrets, data and the user
   --purge           with --uninstall: remove those too
 EOF
 }
 
 say() { printf 'homeiq-install: %s\n' "$*"; }
+STEP=0
+STEPS=7
+step() { STEP=$((STEP + 1)); say "[$STEP/$STEPS] $*"; }
 die() { printf 'homeiq-install: error: %s\n' "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -72,8 +78,10 @@ if [ -n "$ROOT" ]; then
   ROOT="$(cd "$ROOT" && pwd)"
   [ "$ROOT" != / ] || ROOT=""
 fi
+FINAL_VENV=/opt/homeiq/venv
 PREFIX="$ROOT/opt/homeiq"
-VENV="$PREFIX/venv"
+VENV="$ROOT$FINAL_VENV"
+LINK="$ROOT/usr/local/bin/homeiq"
 ETC="$ROOT/etc/homeiq"
 CREDENTIALS="$ETC/credentials"
 UNIT_DIR="$ROOT/etc/systemd/system"
@@ -120,6 +128,8 @@ if [ "$UNINSTALL" -eq 1 ]; then
   fi
   rm -f "$UNIT"
   rm -rf "$DROPIN_DIR" "$PREFIX"
+  # only our own link: a homeiq installed there some other way stays
+  if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$FINAL_VENV/bin/homeiq" ]; then rm -f "$LINK"; fi
   [ "$LIVE" -eq 0 ] || systemctl daemon-reload
   if [ "$PURGE" -eq 1 ]; then
     rm -rf "$ETC" "$STATE"
@@ -140,12 +150,15 @@ command -v systemd-sysusers >/dev/null || die "systemd-sysusers not found (is th
 [ -z "$SECRETS" ] || [ -d "$SECRETS" ] || die "--secrets $SECRETS is not a directory"
 
 # 1. the user
+step "service user $SERVICE_USER"
 install -d -m 0755 "$(dirname "$SYSUSERS")"
 install -m 0644 "$HERE/homeiq.sysusers" "$SYSUSERS"
 systemd-sysusers ${ROOT:+--root="$ROOT"} "$SYSUSERS"
 
-# 2. the virtualenv
+# 2. the virtualenv, built where it runs (pip is always run as `python -m pip`: with --root the scripts'
+#    first lines name the final path, which does not exist on the staging machine)
 if [ "$MAKE_VENV" -eq 1 ]; then
+  step "virtualenv $FINAL_VENV"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "$PYTHON is older than 3.11 (use --python)"
   if [ ! -x "$VENV/bin/python" ]; then
@@ -153,14 +166,30 @@ if [ "$MAKE_VENV" -eq 1 ]; then
     install -d -m 0755 "$PREFIX"
     "$PYTHON" -m venv "$VENV"
   fi
-  say "installing $SOURCE into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade ${PIP_ARGS[@]+"${PIP_ARGS[@]}"} "$SOURCE"
-  "$VENV/bin/homeiq" --version >/dev/null || die "$VENV/bin/homeiq does not run"
+  say "installing $SOURCE into $VENV (pip; the first time takes a few minutes on a Raspberry Pi)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade ${PIP_ARGS[@]+"${PIP_ARGS[@]}"} "$SOURCE" \
+    || die "pip could not install $SOURCE (see its output above)"
+  if [ "$VENV" != "$FINAL_VENV" ]; then
+    # Staged: point every script at the final path (text files that name the staging path only).
+    grep -rlI --null -F "$VENV" "$VENV/bin" | xargs -0 -r sed -i "s#$VENV#$FINAL_VENV#g"
+  fi
+  version="$("$VENV/bin/python" -m homeiq_daemon --version)" || die "$VENV does not run homeiq"
+  say "installed $version"
+else
+  step "virtualenv: left alone (--no-venv)"
+fi
+# `homeiq` on PATH; a different file there is not ours to replace
+install -d -m 0755 "$(dirname "$LINK")"
+if [ -L "$LINK" ] || [ ! -e "$LINK" ]; then
+  ln -sfn "$FINAL_VENV/bin/homeiq" "$LINK"
+else
+  say "warning: $LINK exists and is not a link to $FINAL_VENV/bin/homeiq: left alone"
 fi
 install -d -m 0755 "$PREFIX/docs"
 install -m 0644 "$REPO/docs/systemd.md" "$PREFIX/docs/systemd.md"
 
 # 3. configuration: never overwrite what the admin has edited
+step "configuration $ETC/homeiq.toml"
 install -d -m 0755 "$ETC"
 if [ -e "$ETC/homeiq.toml" ]; then
   say "kept $ETC/homeiq.toml"
@@ -177,6 +206,7 @@ else
 fi
 
 # 4. credentials: root-only files; systemd hands copies to the service under $CREDENTIALS_DIRECTORY
+step "credentials $CREDENTIALS"
 install -d -m 0700 "$CREDENTIALS"
 owner root:root "$CREDENTIALS"
 if [ -n "$SECRETS" ]; then
@@ -193,6 +223,7 @@ if [ -n "$SECRETS" ]; then
 fi
 
 # 5. the unit, and a drop-in for credentials it does not list itself
+step "systemd unit $UNIT"
 install -d -m 0755 "$UNIT_DIR"
 install -m 0644 "$HERE/$UNIT_NAME" "$UNIT"
 mapfile -t known < <(unit_credentials)
@@ -217,11 +248,13 @@ else
   rmdir "$DROPIN_DIR" 2>/dev/null || true
 fi
 
-# 6. the state directory (systemd's StateDirectory= keeps it right from here on)
-install -d -m 0700 "$STATE"
+# 6. the state directory (systemd's StateDirectory= keeps it right from here on); group homeiq may read it
+step "state directory $STATE"
+install -d -m 0750 "$STATE"
 owner "$SERVICE_USER:$SERVICE_USER" "$STATE"
 
 # 7. enable, and (re)start so an upgrade or a new secret takes effect
+step "enable $UNIT_NAME"
 if [ "$LIVE" -eq 1 ]; then
   systemctl daemon-reload
   systemd-analyze verify "$UNIT_NAME" || say "warning: systemd-analyze verify reported the above"
@@ -241,3 +274,4 @@ else
     say "systemd is not running here: enabled for the next boot, not started"
   fi
 fi
+say "the CLI: homeiq --help (as root, or as a member of group $SERVICE_USER: sudo usermod -aG $SERVICE_USER \$USER)"

@@ -86,6 +86,11 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def _load_read_only(args: argparse.Namespace) -> Settings:
+    """For commands that read stored data or talk to something other than HA: no HA token needed."""
+    return load_settings(args.config, read_only=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     replay: dict[str, Any] = {}
@@ -135,7 +140,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from homeiq_daemon.sinks.embedded import read_history  # noqa: PLC0415
 
-    settings = _load(args)
+    settings = _load_read_only(args)
     start = parse_since(args.since)
     end = parse_since(args.until) if args.until else time.time_ns() + 1
     try:
@@ -179,11 +184,11 @@ def _leave_status(message: str) -> None:
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
-    return webhooks_cli.run(args, _load(args))
+    return webhooks_cli.run(args, _load_read_only(args))
 
 
 def cmd_switchbot(args: argparse.Namespace) -> int:
-    return switchbot_cli.run(args, _load(args))
+    return switchbot_cli.run(args, _load_read_only(args))
 
 
 COMMANDS = {

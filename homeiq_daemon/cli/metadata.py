@@ -66,7 +66,7 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Any, wh
 def cmd_devices(args: argparse.Namespace) -> int:
     from homeiq_daemon.metadata.sql import read_devices  # noqa: PLC0415
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, read_only=True)
     path = settings.store_db_path
     try:
         rows = read_devices(path, _area_id(path, args.area))
@@ -86,7 +86,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_entities(args: argparse.Namespace) -> int:
     from homeiq_daemon.metadata.sql import EntityQuery, read_entities  # noqa: PLC0415
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, read_only=True)
     path = settings.store_db_path
     try:
         query = EntityQuery(

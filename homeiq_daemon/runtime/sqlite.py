@@ -1,4 +1,7 @@
-"""Opening SQLite files the same way everywhere: WAL, pragmas, 0600 files, migrations by user_version."""
+"""Opening SQLite files the same way everywhere: WAL, pragmas, 0640 files, migrations by user_version.
+
+Files are readable by the service's group (never by others) so ``homeiq history``/``devices``/``entities``
+run by a member of group homeiq can read them (docs/systemd.md)."""
 
 from __future__ import annotations
 
@@ -20,14 +23,14 @@ PRAGMAS = (
 
 
 def _create_private(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o640)
     os.close(fd)
-    os.chmod(path, 0o600)
+    os.chmod(path, 0o640)  # SQLite gives the -wal and -shm files the database file's mode
 
 
 async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection:
-    """Open (creating with mode 0600) and migrate: ``migrations[i]`` takes user_version i to i+1."""
+    """Open (creating with mode 0640) and migrate: ``migrations[i]`` takes user_version i to i+1."""
     _create_private(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
@@ -50,4 +53,13 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         raise FileNotFoundError(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     conn.execute("PRAGMA busy_timeout=5000")
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.OperationalError:
+        # A reader that may not write the directory (a member of the service's group) cannot create the
+        # -shm file that WAL needs. With no -wal file there is no writer: read the file as it stands.
+        conn.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=5.0)
     return conn

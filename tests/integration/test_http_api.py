@@ -110,9 +110,9 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         await close()
 
 
-async def test_store_file_is_private_and_wal(api: Api, tmp_path: Path) -> None:
+async def test_store_file_is_closed_to_others_and_wal(api: Api, tmp_path: Path) -> None:
     path = tmp_path / "homeiq.db"
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640  # the service group reads it, others never
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

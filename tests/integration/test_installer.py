@@ -1,8 +1,10 @@
 """systemd/install.sh staged into a temporary root (--root): users, files, modes, the credentials drop-in,
 idempotence, what systemd-analyze thinks of the result, and --uninstall/--purge.
 
-The virtualenv step runs pip against a package index, so these runs use --no-venv (no network in tests);
-a stub stands where the venv's executable would be, for systemd-analyze verify."""
+Most runs use --no-venv; a stub stands where the venv's executable would be, for systemd-analyze verify.
+The runs that build the venv install a wheel of this checkout (built here, offline) with pip's --no-index
+--no-deps, and give the venv this test environment's dependencies through PYTHONPATH, where a real install
+downloads them: the venv, its scripts and the PATH link are the installer's own work."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,11 +99,14 @@ def test_fresh_install(tmp_path: Path, secrets: Path) -> None:
         assert config.read_bytes() == example.read_bytes()
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
     state = root / "var/lib/homeiq"
-    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750  # group homeiq reads it (the CLI), others do not
     if AS_ROOT:
         assert (config.stat().st_uid, config.stat().st_gid) == (0, gid)
         assert (state.stat().st_uid, state.stat().st_gid) == (uid, gid)
     assert (root / "opt/homeiq/docs/systemd.md").exists()
+    assert os.readlink(root / "usr/local/bin/homeiq") == "/opt/homeiq/venv/bin/homeiq"  # on PATH
+    steps = [line for line in result.stdout.splitlines() if line.startswith("homeiq-install: [")]
+    assert [line.split("]")[0] for line in steps] == [f"homeiq-install: [{n}/7" for n in range(1, 8)]
 
 
 def test_rerunning_changes_nothing_and_keeps_an_edited_config(tmp_path: Path, secrets: Path) -> None:
@@ -190,3 +196,157 @@ def test_uninstall_keeps_data_and_purge_removes_everything(tmp_path: Path, secre
     assert not (root / "var/lib/homeiq").exists()
     assert not (root / "etc/sysusers.d/homeiq.conf").exists()
     assert "homeiq:" not in (root / "etc/passwd").read_text()
+
+
+def test_uninstall_removes_only_its_own_path_link(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run_installer("--root", str(root), "--no-venv")
+    link = root / "usr/local/bin/homeiq"
+    assert link.is_symlink()
+    run_installer("--root", str(root), "--uninstall")
+    assert not link.is_symlink()
+    assert not link.exists()
+
+    link.write_text("#!/bin/sh\necho another homeiq\n")  # someone else's: neither replaced nor removed
+    result = run_installer("--root", str(root), "--no-venv")
+    assert "is not a link to /opt/homeiq/venv/bin/homeiq: left alone" in result.stdout
+    run_installer("--root", str(root), "--uninstall")
+    assert link.read_text() == "#!/bin/sh\necho another homeiq\n"
+
+
+# --- the venv step, for real ----------------------------------------------------------------------------
+
+
+def _site_packages() -> str:
+    import sysconfig  # noqa: PLC0415
+
+    return sysconfig.get_paths()["purelib"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this checkout, built from a copy (the build leaves build/ and egg-info behind)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "homeiq_daemon", src / "homeiq_daemon", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(out), str(src)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    [built] = out.glob("homeiq_daemon-*.whl")
+    return built
+
+
+def _with_venv(root: Path, wheel: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": _site_packages()}
+    args = ["--root", str(root), "--source", str(wheel), "--pip-arg", "--no-index", "--pip-arg", "--no-deps", *more]
+    result = subprocess.run(
+        ["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=300, check=False, env=env
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def _can_bind_mount() -> bool:
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=30, check=False)
+    return AS_ROOT and probe.returncode == 0
+
+
+def test_the_venv_is_built_for_its_final_place_and_homeiq_runs_from_path(tmp_path: Path, wheel: Path) -> None:
+    root = tmp_path / "root"
+    result = _with_venv(root, wheel)
+    assert "Successfully installed homeiq-daemon" in result.stdout  # pip's own progress is shown, not hidden
+    assert "installed homeiq 0.1.0" in result.stdout
+    venv_bin = root / "opt/homeiq/venv/bin"
+    assert (venv_bin / "homeiq").read_text().splitlines()[0] == "#!/opt/homeiq/venv/bin/python"
+    for script in venv_bin.iterdir():
+        if script.is_file() and not script.is_symlink():
+            assert str(root) not in script.read_text(errors="replace"), f"{script} names the staging root"
+    assert os.readlink(root / "usr/local/bin/homeiq") == "/opt/homeiq/venv/bin/homeiq"
+
+    # Idempotent: a second run (an upgrade with the same wheel) keeps a working, relocated venv.
+    again = _with_venv(root, wheel)
+    assert "installed homeiq 0.1.0" in again.stdout
+    assert (venv_bin / "homeiq").read_text().splitlines()[0] == "#!/opt/homeiq/venv/bin/python"
+
+    if not _can_bind_mount():
+        pytest.skip("needs root and mount namespaces to put the staged /opt where the venv expects to live")
+    # The staged tree where it will live: /opt bound to the staged one in a private mount namespace, and the
+    # PATH link run as a user would.
+    script = f"mount --bind {root}/opt /opt && exec {root}/usr/local/bin/homeiq --version"
+    ran = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": _site_packages()},
+    )  # fmt: skip
+    assert (ran.returncode, ran.stdout.strip()) == (0, "homeiq 0.1.0"), ran.stderr
+
+    run_installer("--root", str(root), "--uninstall")
+    assert not (root / "opt/homeiq").exists()
+    assert not (root / "usr/local/bin/homeiq").is_symlink()
+
+
+# --- the CLI finds the installed service ------------------------------------------------------------------
+
+
+def _cli(*args: str, user: tuple[int, int, list[int]] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as root (user None) or as uid/gid/supplementary groups, with no service environment."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    cmd = [sys.executable, "-m", "homeiq_daemon", *args]
+    if user is not None:
+        uid, gid, groups = user
+        groups_arg = ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", *groups_arg, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="switching users (the service's, a group member, a stranger) needs root")
+def test_root_and_group_members_read_the_service_data_without_the_ha_token(secrets: Path) -> None:
+    import tempfile  # noqa: PLC0415
+
+    base = Path(tempfile.mkdtemp(prefix="homeiq-installer-", dir="/tmp"))  # other users must traverse it
+    try:
+        base.chmod(0o755)
+        root = base / "root"
+        run_installer("--root", str(root), "--secrets", str(secrets), "--no-venv")
+        uid, gid = ids(root, "homeiq")
+        (root / "etc/homeiq/credentials/webhook_frontdoor").unlink()  # no such target in this config
+        config = root / "etc/homeiq/homeiq.toml"
+        state = root / "var/lib/homeiq"
+        config.write_text(f'state_dir = "{state}"\n')
+        # The service (its own user) records the example into the embedded history.
+        replay = _cli("--config", str(config), "run", "--replay", str(ROOT / "examples/home.jsonl"),
+                      user=(uid, gid, []))  # fmt: skip
+        assert replay.returncode == 0, replay.stderr
+        assert (state / "history.db").exists()
+        # Now the admin points it at Home Assistant; the token lives in the root-only credentials.
+        config.write_text(f'state_dir = "{state}"\n[home_assistant]\nurl = "http://127.0.0.1:9"\n')
+
+        as_root = _cli("--config", str(config), "check-config")
+        assert as_root.returncode == 0, as_root.stderr
+        assert '"token": "**********"' in as_root.stdout  # found in credentials/ beside the config
+        assert "ha-token-value" not in as_root.stdout + as_root.stderr
+
+        member = (4242, 4242, [gid])
+        for who in (None, member):
+            history = _cli("--config", str(config), "history", "sensor.kitchen_temperature", "--since", "3650d",
+                           "--limit", "3", user=who)  # fmt: skip
+            assert history.returncode == 0, (who, history.stderr)
+            assert len(history.stdout.splitlines()) == 3, (who, history.stdout)
+            for command in (["entities"], ["devices"], ["webhooks", "log"]):
+                ran = _cli("--config", str(config), *command, user=who)
+                assert ran.returncode == 0, (who, command, ran.stderr)
+                assert "token is required" not in ran.stderr
+
+        # A member cannot read the secrets, so what needs the token says so; a stranger reads nothing.
+        checked = _cli("--config", str(config), "check-config", user=member)
+        assert checked.returncode == 78
+        assert "home_assistant.token is required" in checked.stderr
+        stranger = _cli("--config", str(config), "history", "sensor.kitchen_temperature", user=(4243, 4243, []))
+        assert stranger.returncode == 78
+        assert "is not readable by this user" in stranger.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -299,11 +299,11 @@ async def test_removed_target_is_dead_lettered(receiver: Receiver, tmp_path: Pat
     assert "no longer configured" in (row.last_error or "")
 
 
-async def test_outbox_file_is_private_and_wal(tmp_path: Path, receiver: Receiver) -> None:
+async def test_outbox_file_is_closed_to_others_and_wal(tmp_path: Path, receiver: Receiver) -> None:
     db = tmp_path / "webhooks.db"
     service = await started(settings_for(receiver.url), db)
     await stop(service)
-    assert db.stat().st_mode & 0o777 == 0o600
+    assert db.stat().st_mode & 0o777 == 0o640  # the service group reads it (webhooks log), others never
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
