@@ -22,6 +22,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +36,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -42,6 +44,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from homeiq_daemon.errors import ConfigError
+from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
@@ -89,6 +92,10 @@ class HomeAssistantSettings(_Section):
             raise ValueError("must look like http://homeassistant.local:8123 (or ws://…/api/websocket)")
         return value
 
+    @field_serializer("url")
+    def _show_url(self, url: str | None) -> str | None:
+        return None if url is None else redact_url(url)
+
     @property
     def websocket_url(self) -> str:
         assert self.url is not None
@@ -131,6 +138,10 @@ class InfluxDBSettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://localhost:8086")
         return value.rstrip("/")
+
+    @field_serializer("url")
+    def _show_url(self, url: str | None) -> str | None:
+        return None if url is None else redact_url(url)
 
     @property
     def use_gzip(self) -> bool:
@@ -205,21 +216,59 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+MIN_HTTP_TOKEN_CHARS = 16
+
+
 class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     token: SecretStr | None = None
-    """Bearer token for /api/*; required when ``host`` is not a loopback address."""
+    """Bearer token for /api/*; required when ``host`` is not a loopback address, then at least
+    ``MIN_HTTP_TOKEN_CHARS`` characters. Empty or blank counts as unset."""
     max_page_size: int = Field(default=1000, ge=1, le=10_000)
     """Largest ``limit`` a list endpoint serves; a larger one is served as this."""
+    idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    """A connection is closed when no complete request (line and headers) arrives this long after it opened
+    or after the last response: it bounds idle keep-alive connections and slow-header clients alike."""
+    max_connections: int = Field(default=256, ge=8, le=65_536)
+    """Open client connections at most (further ones first displace the longest-idle connection, else are
+    closed at once); also kept below the process's file descriptor limit minus a reserve for the stores,
+    the spool and InfluxDB (docs/api.md, "Limits")."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_token(cls, data: Any) -> Any:
+        """A blank token (``token = ""``, ``HOMEIQ_HTTP__TOKEN=``, an empty credential file) is no token: fine
+        on loopback (no auth), a configuration error on any other address, never an accepted empty bearer."""
+        if not isinstance(data, Mapping) or "token" not in data:
+            return data
+        value = data["token"]
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str) or text.strip():
+            return data
+        host = data.get("host", "127.0.0.1")
+        if data.get("enabled", True) not in (False, "false", "0") and not _is_loopback(str(host)):
+            raise ValueError(
+                f"@token: is empty, and {host!r} is not a loopback address; set a token of at least "
+                f"{MIN_HTTP_TOKEN_CHARS} characters (e.g. from `openssl rand -hex 24`) or bind to 127.0.0.1"
+            )
+        return {key: item for key, item in data.items() if key != "token"}
 
     @model_validator(mode="after")
     def _check_exposure(self) -> HttpSettings:
-        if self.enabled and self.token is None and not _is_loopback(self.host):
+        if not self.enabled or _is_loopback(self.host):
+            return self
+        if self.token is None:
             raise ValueError(
                 f"@host: {self.host!r} is not a loopback address; set http.token (or the http_token credential) "
                 "so /api/* needs it, or bind to 127.0.0.1"
+            )
+        token = self.token.get_secret_value()
+        if len(token.strip()) < MIN_HTTP_TOKEN_CHARS:
+            raise ValueError(
+                f"@token: shorter than {MIN_HTTP_TOKEN_CHARS} characters, too easy to guess on a network; "
+                "use e.g. `openssl rand -hex 24`"
             )
         return self
 
@@ -378,17 +427,13 @@ class _CredentialsSource(PydanticBaseSettingsSource):
         for name, dotted in CREDENTIAL_FILES.items():
             path = Path(directory) / name
             try:
-                value = path.read_text().strip()
+                value = read_credential(path)
             except FileNotFoundError:
                 continue
-            except OSError as exc:
-                raise ConfigError(f"credential {path}: {exc.strerror}") from None
             if value:
                 _set_nested(found, dotted, value)
-        try:  # webhook_<target or rule name>: that webhook target's secret (see webhooks/config.py)
-            webhook_secrets = read_credentials(Path(directory))
-        except OSError as exc:
-            raise ConfigError(f"credential {exc.filename}: {exc.strerror}") from None
+        # webhook_<target or rule name>: that webhook target's secret (see webhooks/config.py)
+        webhook_secrets = read_credentials(Path(directory), read_credential)
         if webhook_secrets:
             _set_nested(found, f"webhooks.{CREDENTIALS_KEY}", webhook_secrets)
         return found
@@ -405,6 +450,24 @@ def credentials_directory(config_path: Path | None) -> str | None:
     if beside.is_dir() and os.access(beside, os.R_OK | os.X_OK):
         return str(beside)
     return None
+
+
+def read_credential(path: Path) -> str:
+    """A credential file's text, stripped. Raises FileNotFoundError when absent, ConfigError (naming the file,
+    never its content) when unreadable or not UTF-8 text."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"credential {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"credential {path}: not UTF-8 text (invalid byte at offset {exc.start} of {len(raw)}); "
+            "write the secret as plain text, e.g. with `printf %s`"
+        ) from None
 
 
 def resolve_config_path(explicit: str | Path | None) -> Path | None:

@@ -9,6 +9,7 @@ See docs/api.md for the endpoints.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -113,7 +114,10 @@ class ApiServer:
     def __init__(self, settings: HttpSettings, context: ApiContext) -> None:
         self._settings = settings
         self.ctx = context
-        self._token = settings.token.get_secret_value().encode() if settings.token is not None else None
+        # Only a digest is kept. A blank token (the settings turn one into "unset" on loopback and refuse it
+        # elsewhere) matches nothing: /api/* is then closed, never open.
+        token = settings.token.get_secret_value().strip() if settings.token is not None else None
+        self._token = hashlib.sha256(token.encode()).digest() if token is not None else None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.request_times = QueryTimes()
@@ -186,14 +190,22 @@ class ApiServer:
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self._token is not None and request.path.startswith("/api/"):
-            given = request.headers.get(hdrs.AUTHORIZATION, "")
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), self._token):
-                response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
-                response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="homeiq"'
-                return response
+        # Decided on the route that matched, not on the raw path: `//api/…` or `/x/../api/…` reach the same
+        # handler and need the same token. Anything unmatched is a 404 without reaching a handler.
+        if self._token is not None and _needs_token(request) and not self._authorised(request):
+            response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
+            response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="homeiq"'
+            return response
         return await handler(request)
+
+    def _authorised(self, request: web.Request) -> bool:
+        assert self._token is not None
+        scheme, _, credential = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        given = credential.strip().encode()
+        if scheme.lower() != "bearer" or not given:  # a bare "Bearer" never matches, whatever the settings say
+            return False
+        # Equal-length digests: the comparison takes the same time whatever the length or content given.
+        return hmac.compare_digest(hashlib.sha256(given).digest(), self._token)
 
     # --- handlers -------------------------------------------------------------------------------------
 
@@ -294,6 +306,11 @@ class ApiServer:
         body = await request.read()  # aiohttp stops a body without Content-Length at client_max_size
         status, reply = receiver(request.match_info["secret"], body)
         return _json(reply, status)
+
+
+def _needs_token(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.startswith("/api/")
 
 
 def _live_only(live: EntityState) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from homeiq_daemon.cli import switchbot as switchbot_cli
 from homeiq_daemon.cli import webhooks as webhooks_cli
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
 from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, HomeIQError
+from homeiq_daemon.redaction import redact_text, redact_url
 from homeiq_daemon.runtime.logs import configure_logging
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -126,11 +127,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     data = redacted_dict(settings)
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     sink = (
-        f"InfluxDB {settings.influxdb.url}"
+        f"InfluxDB {redact_url(settings.influxdb.url or '')}"
         if settings.uses_influxdb
         else f"embedded history in {settings.history_db_path}"
     )
-    source = settings.home_assistant.url or (str(settings.replay.path) if settings.replay.path else "none")
+    ha_url = settings.home_assistant.url
+    source = redact_url(ha_url) if ha_url else (str(settings.replay.path) if settings.replay.path else "none")
     if settings.switchbot.enabled:
         source = f"{source}+switchbot" if source != "none" else "switchbot"
     sys.stderr.write(f"config OK: source={source} sink={sink}\n")
@@ -211,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except HomeIQError as exc:
         prefix = "config error" if exc.exit_code == EXIT_CONFIG else "error"
-        sys.stderr.write(f"homeiq: {prefix}: {exc}\n")
-        _leave_status(f"{prefix}: {exc}")
+        message = redact_text(str(exc))  # an error may quote a URL: never with its user:password@
+        sys.stderr.write(f"homeiq: {prefix}: {message}\n")
+        _leave_status(f"{prefix}: {message}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -222,6 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line plus the traceback, and a distinct exit code
         import traceback  # noqa: PLC0415
 
-        traceback.print_exc()
-        sys.stderr.write(f"homeiq: internal error: {exc!r}\n")
+        sys.stderr.write(redact_text(traceback.format_exc()))
+        sys.stderr.write(f"homeiq: internal error: {redact_text(repr(exc))}\n")
         return EXIT_SOFTWARE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +18,9 @@ import orjson
 
 from homeiq_daemon.config import Settings
 from homeiq_daemon.errors import EXIT_OK, ConfigError, HomeIQError
+from homeiq_daemon.redaction import redact_url
 
 RECEIVER_PATH = "/switchbot/webhook/"
-_RECEIVER_SECRET = re.compile(r"(/switchbot/webhook/)[^/?#]+")
 
 
 def add_parser(sub: Any) -> None:
@@ -35,7 +34,7 @@ def add_parser(sub: Any) -> None:
 
 
 def mask(url: str) -> str:
-    return _RECEIVER_SECRET.sub(r"\1**********", url)
+    return redact_url(url)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

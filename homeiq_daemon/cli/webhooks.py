@@ -48,8 +48,8 @@ def _test_entity(settings: Settings, rule_name: str) -> str:
 
 
 async def _test(settings: Settings, rule_name: str, entity_id: str | None) -> int:
+    from homeiq_daemon.redaction import redact_url  # noqa: PLC0415
     from homeiq_daemon.webhooks.client import WebhookClient  # noqa: PLC0415 - aiohttp only when sending
-    from homeiq_daemon.webhooks.config import redact_url  # noqa: PLC0415
     from homeiq_daemon.webhooks.payload import build_test_body, new_delivery_id  # noqa: PLC0415
     from homeiq_daemon.webhooks.signing import sign_headers  # noqa: PLC0415
 

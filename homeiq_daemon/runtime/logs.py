@@ -6,7 +6,13 @@
 * ``console``: coloured, aligned, for people at a terminal.
 
 Event names are stable dotted identifiers (``ha.connected``, ``influx.flush``); values are fields, not
-text. Values of keys that look like secrets are replaced before rendering, whatever the caller passed.
+text. Values of keys that look like secrets are replaced before rendering, whatever the caller passed, and
+every other value goes through ``redaction.redact_text`` last (a URL's ``user:password@``, a webhook id or
+a path secret never reaches the journal, even inside an exception message or a traceback).
+
+Records of the standard library's ``logging`` (aiohttp, asyncio) go through the same chain: at most
+``STDLIB_BURST`` lines per logger and message in ``STDLIB_WINDOW_S``, then one line saying how many were
+left out, so a fault repeated thousands of times a second (``EMFILE`` at accept) cannot flood the disk.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
@@ -22,6 +29,7 @@ import structlog
 from pydantic import SecretStr
 
 from homeiq_daemon.config import LogSettings
+from homeiq_daemon.redaction import redact_text
 
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2, "exception": 3}
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -36,6 +44,22 @@ def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
         secret_name = isinstance(key, str) and any(word in key.lower() for word in _SECRET_WORDS)
         if isinstance(value, SecretStr) or (secret_name and value):
             event_dict[key] = REDACTED
+    return event_dict
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
+def redact_urls(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """The safety net: whatever a caller logged, no URL or path in it keeps its secret."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact_text(value)
+        elif not isinstance(value, _PLAIN):
+            text = str(value)
+            redacted = redact_text(text)
+            if redacted != text:
+                event_dict[key] = redacted
     return event_dict
 
 
@@ -123,12 +147,66 @@ def configure_logging(
         shared += [structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)]
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
-        processors=[*shared, *(extra_processors or []), renderer],
+        processors=[*shared, *(extra_processors or []), redact_urls, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[settings.level]),
         logger_factory=logger_factory,
         cache_logger_on_first_use=False,
     )
+    _bridge_stdlib_logging(LEVELS[settings.level])
     return fmt
+
+
+STDLIB_BURST = 5
+STDLIB_WINDOW_S = 60.0
+
+
+class _StdlibBridge(logging.Handler):
+    """Standard-library log records -> the structlog chain (``event=python.log``), rate-limited."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._windows: dict[tuple[str, str], tuple[float, int]] = {}  # (logger, msg) -> (window start, count)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            key = (record.name, str(record.msg)[:200])
+            now = self._clock()
+            start, count = self._windows.get(key, (now, 0))
+            if now - start >= STDLIB_WINDOW_S:
+                if count > STDLIB_BURST:
+                    self._send(record, suppressed=count - STDLIB_BURST)
+                start, count = now, 0
+            count += 1
+            if len(self._windows) > 1000:
+                self._windows.clear()
+            self._windows[key] = (start, count)
+            if count <= STDLIB_BURST:
+                self._send(record, suppressed=0, with_traceback=count == 1)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+    def _send(self, record: logging.LogRecord, *, suppressed: int, with_traceback: bool = False) -> None:
+        level = record.levelname.lower()
+        method = getattr(structlog.get_logger(), level if level in LEVELS else "error")
+        fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()[:500]}
+        if suppressed:
+            fields["suppressed"] = suppressed
+            fields["window_s"] = STDLIB_WINDOW_S
+        if with_traceback and record.exc_info:
+            fields["exc_info"] = record.exc_info
+        elif record.exc_info and record.exc_info[1] is not None:
+            fields["error"] = repr(record.exc_info[1])[:300]
+        method("python.log", **fields)
+
+
+def _bridge_stdlib_logging(level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StdlibBridge):
+            root.removeHandler(handler)
+    root.addHandler(_StdlibBridge())
+    root.setLevel(max(level, logging.INFO))  # aiohttp's and asyncio's debug chatter stays out
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

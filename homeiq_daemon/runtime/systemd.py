@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from homeiq_daemon.redaction import redact_text
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
 
@@ -89,6 +90,9 @@ class Notifier:
     def notify(self, **assignments: str | int) -> bool:
         if self.address is None:
             return False
+        status = assignments.get("STATUS")
+        if isinstance(status, str):  # shown by `systemctl status` to any user: no URL secrets
+            assignments["STATUS"] = redact_text(status)
         payload = encode_notify(assignments)
         try:
             if self._sock is None:

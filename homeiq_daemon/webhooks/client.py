@@ -15,7 +15,7 @@ from typing import Literal
 import aiohttp
 
 from homeiq_daemon import __version__
-from homeiq_daemon.webhooks.config import redact_url
+from homeiq_daemon.redaction import redact_text
 
 Outcome = Literal["delivered", "retry", "final"]
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -110,7 +110,7 @@ class WebhookClient:
         except aiohttp.ClientConnectorError as exc:
             return AttemptResult(None, error=f"cannot connect: {exc.os_error.strerror or exc.os_error}")
         except (aiohttp.ClientError, OSError) as exc:
-            detail = str(exc).replace(url, redact_url(url))  # a webhook URL is a secret; never log it whole
+            detail = redact_text(str(exc))  # a webhook URL is a secret; never log it whole
             return AttemptResult(None, error=type(exc).__name__ + (f": {detail}" if detail else ""))
 
 

@@ -9,11 +9,11 @@ secret of the target (or inline rule) called ``<name>``, and wins over the TOML 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -27,13 +27,13 @@ from pydantic import (
     model_validator,
 )
 
+from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.webhooks.signing import SecretFormatError, parse_secrets
 
 OUTBOX_FILE = "webhooks.db"  # in the state directory; its own file, apart from the other stores
 CREDENTIAL_PREFIX = "webhook_"
 CREDENTIALS_KEY = "_credential_secrets"  # where the credentials source puts webhook_<name> files
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_HA_WEBHOOK_PATH = re.compile(r"(/api/webhook/)[^/?#]+")
 
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 StringList = list[str]
@@ -54,13 +54,6 @@ def _check_secret(value: SecretStr | None) -> SecretStr | None:
     except SecretFormatError as exc:
         raise ValueError(str(exc)) from None
     return value
-
-
-def redact_url(url: str) -> str:
-    """A Home Assistant webhook id is itself a secret: show ``/api/webhook/**********`` and no query."""
-    parts = urlsplit(url)
-    path = _HA_WEBHOOK_PATH.sub(r"\1**********", parts.path)
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def _as_list(value: Any) -> Any:
@@ -263,12 +256,16 @@ def _with_secret(entry: Any, value: str) -> Any:
     return entry
 
 
-def read_credentials(directory: Path) -> dict[str, str]:
-    """``webhook_<name>`` files under $CREDENTIALS_DIRECTORY -> {name: secret text}."""
+def read_credentials(directory: Path, read: Callable[[Path], str]) -> dict[str, str]:
+    """``webhook_<name>`` files under $CREDENTIALS_DIRECTORY -> {name: secret text}; ``read`` reads one file
+    (and reports an unreadable or undecodable one without its content)."""
     found: dict[str, str] = {}
     for path in sorted(directory.glob(f"{CREDENTIAL_PREFIX}*")):
         name = path.name[len(CREDENTIAL_PREFIX) :]
-        value = path.read_text().strip()
+        try:
+            value = read(path)
+        except FileNotFoundError:  # removed while we looked
+            continue
         if name and value:
             found[name] = value
     return found

@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from homeiq_daemon.config import InfluxDBSettings
 from homeiq_daemon.errors import HistoryUnavailable, RejectedBatchError, SinkAuthError, TransientSinkError
 from homeiq_daemon.model import ns_to_iso
+from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
@@ -88,7 +89,7 @@ class InfluxWriter:
     def describe(self) -> str:
         s = self._settings
         target = f"db={s.database}" if s.api_version == 1 else f"org={s.org} bucket={s.bucket}"
-        return f"InfluxDB {s.api_version}.x at {s.url} ({target})"
+        return f"InfluxDB {s.api_version}.x at {redact_url(s.url or '')} ({target})"
 
     async def start(self) -> None:
         self._session = _open_session(self._settings, self._auth)

@@ -30,6 +30,7 @@ from homeiq_daemon.config import HomeAssistantSettings
 from homeiq_daemon.errors import AuthError, ProtocolError
 from homeiq_daemon.model import Origin
 from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
@@ -172,6 +173,7 @@ class HomeAssistantSource:
         self.connected = asyncio.Event()
         self.first_connection = asyncio.Event()
         self.url = settings.websocket_url
+        self.shown_url = redact_url(self.url)  # for logs and errors: no user:password@, no query
         self._malformed_events = 0
 
     def add_connect_hook(self, hook: ConnectHook) -> None:
@@ -213,7 +215,8 @@ class HomeAssistantSource:
                 delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._settings.reconnect_max_s)
                 # The first failure warns; repeats stay quiet, but a long outage still shows every 20th attempt.
                 logger = log.warning if attempt == 1 else log.info if attempt % 20 == 0 else log.debug
-                logger("ha.disconnected", url=self.url, error=error[:300], retry_in_s=round(delay, 1), attempt=attempt)
+                logger("ha.disconnected", url=self.shown_url, error=error[:300], retry_in_s=round(delay, 1),
+                       attempt=attempt)  # fmt: skip
                 await asyncio.sleep(delay)
 
     def _set_disconnected(self) -> None:
@@ -250,8 +253,9 @@ class HomeAssistantSource:
         await ws.send_str(hamessages.auth(s.token.get_secret_value()))
         reply = await self._receive_json(ws, s.connect_timeout_s)
         if reply.get("type") == "auth_invalid":
+            reason = reply.get("message", "auth_invalid")
             raise AuthError(
-                f"Home Assistant at {self.url} rejected the access token ({reply.get('message', 'auth_invalid')}). "
+                f"Home Assistant at {self.shown_url} rejected the access token ({reason}). "
                 "Create a new long-lived access token in your HA profile and set home_assistant.token; "
                 "not retrying, because HA bans addresses after repeated failed logins."
             )
@@ -290,7 +294,7 @@ class HomeAssistantSource:
         self.connected.set()
         log.info(
             "ha.connected",
-            url=self.url,
+            url=self.shown_url,
             entities=len(states),
             **{"gap_filled" if origin == "gapfill" else "snapshot_points": emitted},
         )
