@@ -8,11 +8,43 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.support.influxd import InfluxServer
 from tests.support.real_ha import RealHomeAssistant, ensure_ha_venv
 
 _db_counter = itertools.count(1)
+
+# --- hypothesis profiles ----------------------------------------------------------------------------------
+# ci: the same examples on every run (derandomize), no example database to make a clean clone differ from a
+# used one, the blob to reproduce a failure printed, and no default deadline: a loaded 2-core machine makes
+# any fast path look slow. A test whose slow path is the bug (catastrophic regex backtracking) sets its own
+# generous deadline. Examples a run ever found are committed as @example next to their test.
+# dev: a longer randomised run with the example database on (``HYPOTHESIS_PROFILE=dev scripts/test``);
+# tests that size their runs with tests.support.hypo.examples() get ten times as many examples.
+settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", max_examples=1000, print_blob=True, deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def _profile_line() -> str:
+    return f"hypothesis profile {HYPOTHESIS_PROFILE!r}: {settings.default.show_changed()}"
+
+
+def pytest_report_header() -> str:
+    return _profile_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # The header is hidden by -q (scripts/test): say which profile ran at the end as well.
+    terminalreporter.write_line(_profile_line())
 
 
 # --- influxd ----------------------------------------------------------------------------------------------

@@ -1,9 +1,17 @@
-"""Running the daemon's App in-process for tests, with helpers to wait for conditions."""
+"""Running the daemon for tests (in-process ``App`` or ``homeiq run`` as a subprocess), waiting for conditions,
+and the one teardown every daemon test goes through.
+
+The teardown fails the test when the daemon crashed (its task raised, its process exited non-zero) or did not
+stop within its documented deadline: ``shutdown_timeout_s`` plus the grace it asks systemd for
+(``STOP_GRACE_S``, see docs/systemd.md). A hang is reported, then the daemon is killed so the session goes on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,6 +19,11 @@ from typing import Any
 
 from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings, load_settings
+from homeiq_daemon.runtime.systemd import STOP_GRACE_S
+
+# Polls wait for a condition and return as soon as it holds; the ceiling only bounds a failure, so it is
+# generous enough for a loaded 2-core CI machine.
+DEFAULT_CEILING_S = 30.0
 
 
 def daemon_settings(state_dir: Path, **overrides: Any) -> Settings:
@@ -28,27 +41,106 @@ def daemon_settings(state_dir: Path, **overrides: Any) -> Settings:
     return load_settings(None, **base)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+async def eventually(
+    predicate: Callable[[], Any], what: str = "condition", timeout_s: float = DEFAULT_CEILING_S,
+    interval_s: float = 0.02, detail: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (and return that); fail naming ``what`` after
+    ``timeout_s``, with ``detail()`` in the message when given."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         result = predicate()
         if result:
             return result
+        if time.monotonic() > deadline:
+            extra = f": {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{extra}")
         await asyncio.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+async def wait_for(predicate: Callable[[], Any], timeout_s: float = DEFAULT_CEILING_S, interval_s: float = 0.02) -> Any:
+    return await eventually(predicate, "condition", timeout_s, interval_s)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
+    await eventually(predicate, what, max(timeout_s, DEFAULT_CEILING_S), interval_s)
+
+
+def stop_deadline_s(settings: Settings) -> float:
+    """How long a stop may take before it counts as hung: the daemon's own budget plus the grace it asks
+    systemd for."""
+    return settings.shutdown_timeout_s + STOP_GRACE_S
+
+
+async def stop_app(app: App, task: asyncio.Task[None]) -> None:
+    """Stop the daemon as SIGTERM does and fail if it crashed, was cancelled or overran its stop deadline."""
+    app.request_stop()
+    deadline_s = stop_deadline_s(app.settings)
+    done, _ = await asyncio.wait({task}, timeout=deadline_s)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise AssertionError(
+            f"the daemon did not stop within {deadline_s:g} s "
+            f"(shutdown_timeout_s {app.settings.shutdown_timeout_s:g} s + {STOP_GRACE_S:g} s grace)"
+        )
+    if task.cancelled():
+        raise AssertionError("the daemon's task was cancelled instead of stopping")
+    error = task.exception()
+    if error is not None:
+        raise AssertionError(f"the daemon crashed: {type(error).__name__}: {error}") from error
+
+
+async def start_app(app: App, timeout_s: float = 40.0) -> asyncio.Task[None]:
+    """Run ``app`` in this loop and wait until it is ready; a start-up failure is raised here."""
+    task = asyncio.create_task(app.run(), name="test-app")
+    try:
+        await eventually(lambda: app.ready.is_set() or task.done(), "the daemon to be ready", timeout_s)
+    except AssertionError:
+        await stop_app(app, task)
+        raise
+    if task.done():
+        task.result()
+    return task
 
 
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[tuple[App, asyncio.Task[None]]]:
     app = App(settings, **kwargs)
-    task = asyncio.create_task(app.run())
+    task = await start_app(app)
     try:
-        await wait_for(lambda: app.ready.is_set() or task.done(), timeout_s=40)
-        if task.done():
-            task.result()
         yield app, task
     finally:
-        if not task.done():
-            app.request_stop()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=30)
+        await stop_app(app, task)
+
+
+def stop_process(proc: subprocess.Popen[bytes], deadline_s: float, describe: Callable[[], Any] = lambda: "",
+                 *, expect_rc: int | None = 0) -> int:
+    """SIGTERM a daemon process and fail if it overran ``deadline_s`` or exited with another code than
+    ``expect_rc`` (None: any). A hung process is killed after the report."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise AssertionError(f"the daemon did not exit within {deadline_s:g} s of SIGTERM; {describe()}") from None
+    if expect_rc is not None and rc != expect_rc:
+        raise AssertionError(f"the daemon exited {rc} (expected {expect_rc}); {describe()}")
+    return rc
+
+
+def poll_until(predicate: Callable[[], Any], what: str, timeout_s: float = DEFAULT_CEILING_S,
+               interval_s: float = 0.05, detail: Callable[[], Any] | None = None) -> Any:
+    """``eventually`` for threads and synchronous tests (subprocess daemons)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            extra = f": {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{extra}")
+        time.sleep(interval_s)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from homeiq_daemon.app import App
+from homeiq_daemon.runtime.systemd import STOP_GRACE_S
+from tests.support.daemon import stop_app, stop_process, wait_until
+
+__all__ = ["DaemonProcess", "caught_up", "outage_settings", "settings_env", "stop_app", "wait_until"]
 
 
 def outage_settings(state_dir: Path, url: str, db: str, **overrides: Any) -> dict[str, Any]:
@@ -63,19 +65,6 @@ def caught_up(app: App, events: int) -> bool:
     )
 
 
-async def stop_app(app: App, task: asyncio.Task[None]) -> None:
-    app.request_stop()
-    await asyncio.wait_for(task, timeout=app.settings.shutdown_timeout_s + 5)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(interval_s)
-
-
 class DaemonProcess:
     """``homeiq run`` in a subprocess with JSON logs on stderr, collected by a reader thread."""
 
@@ -120,6 +109,14 @@ class DaemonProcess:
         rc = self.proc.wait(timeout=timeout_s)
         self._reader.join(timeout=5)
         return rc
+
+    def stop(self, shutdown_timeout_s: float, *, expect_rc: int | None = 0) -> int:
+        """SIGTERM and wait, failing the test on a hang past the documented deadline or a wrong exit code."""
+        try:
+            return stop_process(self.proc, shutdown_timeout_s + STOP_GRACE_S, lambda: self.events[-10:],
+                                expect_rc=expect_rc)
+        finally:
+            self._reader.join(timeout=5)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

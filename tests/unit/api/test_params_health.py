@@ -21,6 +21,7 @@ from homeiq_daemon.sinks.influx.writer import (
     influxql_string,
     parse_query_points,
 )
+from tests.support.hypo import examples
 
 ALLOWED = frozenset({"domain", "limit", "cursor"})
 
@@ -47,7 +48,7 @@ def test_limits_are_clamped(raw: str, expected: int) -> None:
     assert apiparams.limit({}, 50) == 50
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(min_size=1, max_size=200).filter(lambda s: "\x00" not in s))
 def test_cursor_round_trip(key: str) -> None:
     encoded = apiparams.encode_cursor(key)
@@ -55,7 +56,7 @@ def test_cursor_round_trip(key: str) -> None:
         assert apiparams.cursor({"cursor": encoded}) == key
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=60))
 def test_any_cursor_text_is_a_value_or_bad_request(raw: str) -> None:
     with contextlib.suppress(BadRequest):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from homeiq_daemon.webhooks import signing
+from tests.support.hypo import examples
 
 SIGNATURE_PY = Path(__file__).resolve().parents[3] / "custom_components" / "homeiq_webhook" / "signature.py"
 
@@ -40,7 +41,7 @@ def test_imports_nothing_of_the_daemon() -> None:
     assert "homeassistant" not in source
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(key=keys, body=texts, msg_id=st.from_regex(r"msg_[0-9a-f]{1,32}", fullmatch=True))
 def test_accepts_reference_signatures(key: bytes, body: bytes, msg_id: str) -> None:
     now = int(time.time())
@@ -53,7 +54,7 @@ def test_accepts_reference_signatures(key: bytes, body: bytes, msg_id: str) -> N
     assert ha.verify([key], ours, body, now) == msg_id
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(key=keys, body=texts, flip=st.integers(min_value=0, max_value=10_000))
 def test_rejects_tampering(key: bytes, body: bytes, flip: int) -> None:
     now = int(time.time())

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.delivery.spool import HEADER_SIZE, MAGIC, Damage, Spool, encode_record, iter_records
+from tests.support.hypo import examples
 
 MiB = 1024 * 1024
 
@@ -57,7 +58,7 @@ def spool_dir() -> Iterator[Path]:
 # --- round trips ------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     items=st.lists(st.tuples(st.binary(max_size=3000), st.integers(0, 2**32 - 1)), max_size=40),
     compress=st.booleans(),
@@ -340,7 +341,7 @@ def test_segment_with_nothing_readable_is_removed(spool_dir: Path) -> None:
     spool.close()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     count=st.integers(1, 8),
     cut=st.one_of(st.none(), st.integers(0, 10_000)),

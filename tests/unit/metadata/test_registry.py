@@ -24,6 +24,7 @@ from homeiq_daemon.metadata.registry import (
     parse_list,
     tag_table,
 )
+from tests.support.hypo import examples
 
 # As HA 2024.3.3 serialises them (components/config/area_registry.py _entry_dict, DeviceEntry.dict_repr,
 # RegistryEntry.as_partial_dict).
@@ -143,7 +144,7 @@ json_values = st.recursive(
 keys = st.sampled_from(["area_id", "id", "entity_id", "name", "labels", "aliases", "action", "device_id", "x"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(keys, json_values, max_size=8) | json_values)
 def test_parsers_never_raise_anything_but_registry_error(raw: Any) -> None:
     for parse in (parse_area, parse_device, parse_entity):

@@ -11,6 +11,7 @@ from homeiq_daemon.config import MappingSettings
 from homeiq_daemon.model import EntityState, iso_to_ns
 from homeiq_daemon.pipeline.mapping import PointMapper
 from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point
+from tests.support.hypo import examples
 
 STAMP = "2026-11-20T12:00:00.123456+00:00"
 
@@ -135,7 +136,7 @@ mappings = st.fixed_dictionaries({}, optional={
 
 
 @given(mapping=mappings, batch=st.lists(st.tuples(states, attributes), min_size=1, max_size=10))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 def test_map_line_equals_encoded_map_state(mapping: dict[str, Any], batch: list[tuple[EntityState, dict[str, Any]]]
                                            ) -> None:
     mapper = PointMapper(MappingSettings(**mapping))

@@ -23,6 +23,7 @@ from homeiq_daemon.sinks.lineprotocol import (
     parse_lines,
     split_lines,
 )
+from tests.support.hypo import examples
 
 
 def test_measurement_escapes_comma_and_space_only() -> None:
@@ -108,7 +109,7 @@ not_time = representable.filter(lambda k: k != "time")
 @given(measurement=representable, tags=st.dictionaries(not_time, representable, max_size=4),
        fields=st.dictionaries(representable.filter(lambda k: k != "time"), field_values, min_size=1, max_size=4),
        time_ns=st.integers(min_value=0, max_value=2**62))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_encode_then_parse_round_trips(measurement: str, tags: dict[str, str], fields: dict[str, object],
                                        time_ns: int) -> None:
     line = encode_point(Point(measurement, tags, fields, time_ns))  # type: ignore[arg-type]
@@ -121,7 +122,7 @@ def test_encode_then_parse_round_trips(measurement: str, tags: dict[str, str], f
 
 
 @given(name=any_text)
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_escaped_names_never_contain_raw_separators_or_controls(name: str) -> None:
     escaped = escape_key(name)
     assert "\n" not in escaped
@@ -148,7 +149,7 @@ client_names = st.text(
                                         st.booleans(), st.integers(min_value=-(2**62), max_value=2**62)),
                               min_size=1, max_size=3),
        time_ns=st.integers(min_value=0, max_value=2**62))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 def test_agrees_with_influxdb_client_point(measurement: str, tags: dict[str, str], fields: dict[str, object],
                                            time_ns: int) -> None:
     """Where both encoders define the output, both lines mean the same point (floats may differ in spelling:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from homeiq_daemon.errors import ProtocolError
 from homeiq_daemon.model import iso_to_ns
 from homeiq_daemon.sources.homeassistant import messages as hamessages
+from tests.support.hypo import examples
 
 STATE = {"entity_id": "sensor.t", "state": "1", "attributes": {"unit_of_measurement": "°C"},
          "last_changed": "2026-11-20T12:00:00+00:00", "last_updated": "2026-11-20T12:00:01.5+00:00"}
@@ -70,7 +71,7 @@ json_values = st.recursive(
 
 
 @given(st.binary(max_size=200))
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_arbitrary_bytes_never_escape_as_another_error(data: bytes) -> None:
     try:
         messages = hamessages.decode_frame(data)
@@ -80,7 +81,7 @@ def test_arbitrary_bytes_never_escape_as_another_error(data: bytes) -> None:
 
 
 @given(json_values)
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_arbitrary_json_state_changed_is_parsed_or_refused_cleanly(data: object) -> None:
     try:
         change = hamessages.parse_state_changed(data)
@@ -92,7 +93,7 @@ def test_arbitrary_json_state_changed_is_parsed_or_refused_cleanly(data: object)
 @given(st.fixed_dictionaries({"entity_id": st.text(max_size=20), "state": st.text(max_size=20),
                               "attributes": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
                               "last_updated": st.text(max_size=40)}))
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 def test_hostile_state_objects(obj: dict[str, object]) -> None:
     try:
         state = hamessages.parse_state(obj)

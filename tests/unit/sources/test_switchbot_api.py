@@ -31,6 +31,7 @@ from homeiq_daemon.sources.switchbot.api import (
     signed_headers,
     utc_day,
 )
+from tests.support.hypo import examples
 from tests.support.switchbot_oracle import package_headers, verify
 
 # --- signing ---------------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def test_signature_matches_openssl() -> None:
     assert signature("tok", "sec", "1661927531000", "abc") == OPENSSL_VECTOR
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(token=tokens, secret=tokens, t=st.integers(10**12, 10**13 - 1), nonce=st.uuids().map(str) | tokens)
 def test_signature_equals_the_switchbot_api_package(token: str, secret: str, t: int, nonce: str) -> None:
     ours = signed_headers(token, secret, t_ms=t, nonce=nonce)
@@ -56,7 +57,7 @@ def test_signature_equals_the_switchbot_api_package(token: str, secret: str, t: 
                                                                                             "nonce")}  # fmt: skip
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(token=tokens, secret=tokens, other=tokens)
 def test_fresh_headers_verify_and_a_wrong_secret_does_not(token: str, secret: str, other: str) -> None:
     headers = signed_headers(token, secret)
@@ -121,7 +122,7 @@ def test_device_offline_keeps_its_code() -> None:
     assert "hub device is offline" in str(caught.value)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(status=st.integers(100, 599), raw=st.binary(max_size=200))
 def test_any_answer_gives_a_body_or_a_switchbot_error(status: int, raw: bytes) -> None:
     kinds = (SwitchBotQuotaError, SwitchBotAuthError, SwitchBotTransientError, SwitchBotRequestError)
@@ -205,7 +206,7 @@ def test_default_plan_for_one_and_many_devices() -> None:
     assert poll_interval_s(5, 4, list_every, 60.0) == math.inf  # the device list alone takes it all
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(
     devices=st.integers(1, 20_000),
     usable=st.integers(1, 1_000_000),
@@ -226,7 +227,7 @@ def test_poll_plan_never_exceeds_the_budget_over_a_day(
     assert slots_in_a_day + list_calls <= usable
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     start_s=st.floats(0, DAY_S - 1),
     cap=st.integers(1, 20_000),

@@ -21,6 +21,7 @@ from homeiq_daemon.sources.switchbot.readings import (
     slugify,
     status_readings,
 )
+from tests.support.hypo import examples
 
 NOW_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
@@ -136,7 +137,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(
     payload=st.one_of(
         st.binary(max_size=300),

@@ -17,6 +17,7 @@ from homeiq_daemon.model import EntityState, StateChange
 from homeiq_daemon.webhooks import signing
 from homeiq_daemon.webhooks.payload import build_body, new_delivery_id
 from homeiq_daemon.webhooks.rules import Match
+from tests.support.hypo import examples
 
 keys = st.binary(min_size=24, max_size=64)
 bodies = st.binary(max_size=2048)
@@ -38,7 +39,7 @@ def test_known_vector() -> None:
     assert sig == reference
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(key=keys, msg_id=msg_ids, body=utf8_bodies)
 def test_reference_accepts_what_we_sign(key: bytes, msg_id: str, body: bytes) -> None:
     now = int(time.time())
@@ -46,7 +47,7 @@ def test_reference_accepts_what_we_sign(key: bytes, msg_id: str, body: bytes) ->
     Webhook(secret_of(key)).verify(body, headers, json_parse=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(key=keys, msg_id=msg_ids, body=bodies)
 def test_we_accept_what_we_sign_and_reject_any_tamper(key: bytes, msg_id: str, body: bytes) -> None:
     now = int(time.time())
@@ -60,7 +61,7 @@ def test_we_accept_what_we_sign_and_reject_any_tamper(key: bytes, msg_id: str, b
         signing.verify([bytes(b ^ 1 for b in key)], headers, body, now)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(old=keys, new=keys, body=utf8_bodies)
 def test_rotation_signs_with_every_secret(old: bytes, new: bytes, body: bytes) -> None:
     headers = signing.sign_headers([new, old], "msg_rot", int(time.time()), body)
