@@ -25,6 +25,7 @@ from homeiq_daemon.delivery.spool import Spool
 from homeiq_daemon.errors import HomeIQError, StateDirError
 from homeiq_daemon.metadata.service import MetadataService
 from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.runtime.activity import Activity
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.scheduler import Scheduler
 from homeiq_daemon.runtime.stats import Stats
@@ -66,6 +67,7 @@ class App:
         self.scheduler = Scheduler(self.stats)
         self.metadata = MetadataService(settings, self.stats)  # store, registry sync, HTTP API
         self.metrics = self.metadata.metrics  # register more collectors here
+        self.activity = Activity(self.stats)  # the status page's last hour and busiest entities
         self.liveness = Liveness(self.stats, stall_s=stall_limit_s(settings.influxdb.timeout_s))
         self._tasks: dict[asyncio.Task[Any], str] = {}
         self._source_tasks: set[asyncio.Task[Any]] = set()
@@ -136,6 +138,7 @@ class App:
         self.metadata.attach_pipeline(self.pipeline)
         if s.webhooks.rules or s.webhooks.targets:
             await self._start_webhooks()
+        self._wire_status()
         if self.stats.sink_state != "embedded":
             self.stats.sink_state = "up"
         self.liveness.watch_task(self._spawn(self.delivery.run_writer(), "homeiq-delivery-writer"))
@@ -184,11 +187,34 @@ class App:
             history = self.history
             self.scheduler.every("history_retention", 3600.0, history.apply_retention, run_at_start=True)
         self.scheduler.every("stats_log", 300.0, self._log_stats)
+        self.scheduler.every("activity", 5.0, self.activity.tick)
         self.metadata.schedule(self.scheduler, self._spawn)
         self._spawn(self.scheduler.run(), "homeiq-scheduler")
 
         return ha_source
 
+
+    def _wire_status(self) -> None:
+        """The status page's document (api/status.py), from the parts that run."""
+        assert self.pipeline is not None
+        assert self.writer is not None
+        activity = self.activity
+        self.pipeline.listeners.append(lambda change: activity.count_entity(change.entity_id))
+        server = self.metadata.server
+        if server is None:
+            return
+        from homeiq_daemon.api.status import StatusView, webhook_section  # noqa: PLC0415 - only with HTTP on
+
+        view = StatusView(
+            self.stats,
+            activity,
+            hub_configured=bool(self.settings.home_assistant.url),
+            spool_max_bytes=self.settings.spool.max_bytes,
+            sink=self.writer.describe,
+        )
+        if self.webhooks is not None:
+            view.sections["webhooks"] = webhook_section(self.webhooks.stats)
+        server.ctx.status = view.document
 
     async def _start_webhooks(self) -> None:
         """Rules fed by the pipeline, a durable outbox, signed POSTs (webhooks/service.py)."""

@@ -9,6 +9,7 @@ See docs/api.md for the endpoints.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -23,6 +24,7 @@ from aiohttp.web_response import ContentCoding
 from homeiq_daemon.api import params as apiparams
 from homeiq_daemon.api.health import evaluate
 from homeiq_daemon.api.params import BadRequest
+from homeiq_daemon.api.status import STATIC_FILES, load_static
 from homeiq_daemon.config import HttpSettings
 from homeiq_daemon.errors import HistoryUnavailable
 from homeiq_daemon.metadata.store import EntityQuery, MetadataStore, QueryTimes
@@ -88,6 +90,8 @@ class ApiContext:
     max_page: int = 1000
     # (path secret, body) -> (status, JSON reply): the SwitchBot push receiver, when one is configured
     switchbot_webhook: Callable[[str, bytes], tuple[int, dict[str, Any]]] | None = None
+    # The status page's document (api/status.py), once the app has wired its parts
+    status: Callable[[], dict[str, Any]] | None = None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -119,6 +123,7 @@ class ApiServer:
         token = settings.token.get_secret_value().strip() if settings.token is not None else None
         self._token = hashlib.sha256(token.encode()).digest() if token is not None else None
         self._runner: web.AppRunner | None = None
+        self._static = load_static()
         self.port: int | None = None
         self.request_times = QueryTimes()
         doc = "Time to answer one HTTP request (server side)."
@@ -129,6 +134,9 @@ class ApiServer:
         routes = self.app.router
         routes.add_get("/healthz", self.healthz)
         routes.add_get("/metrics", self.metrics)
+        routes.add_get("/", self.status_page)
+        routes.add_get("/static/{name}", self.static_file)
+        routes.add_get("/api/v1/status", self.status)
         routes.add_get("/api/v1/areas", self.areas)
         routes.add_get("/api/v1/devices", self.devices)
         routes.add_get("/api/v1/entities", self.entities)
@@ -192,22 +200,65 @@ class ApiServer:
     ) -> web.StreamResponse:
         # Decided on the route that matched, not on the raw path: `//api/…` or `/x/../api/…` reach the same
         # handler and need the same token. Anything unmatched is a 404 without reaching a handler.
-        if self._token is not None and _needs_token(request) and not self._authorised(request):
-            response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
-            response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="homeiq"'
+        needs = _needs_token(request)
+        if self._token is not None and needs is not None and not self._authorised(request):
+            if needs == "page":  # a browser asks for the token itself (any user name, the token as password)
+                response = _error(401, "the status page needs http.token as the password (any user name)")
+                response.headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="homeiq", charset="UTF-8"'
+            else:
+                response = _error(401, "a valid 'Authorization: Bearer <token>' header is required")
+                response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="homeiq"'
             return response
         return await handler(request)
 
     def _authorised(self, request: web.Request) -> bool:
+        """``Bearer <token>``, or HTTP Basic with the token as password: what a browser sends after it asked
+        for the status page's password (it then sends the same header with the page's API calls)."""
         assert self._token is not None
         scheme, _, credential = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        scheme = scheme.lower()
         given = credential.strip().encode()
-        if scheme.lower() != "bearer" or not given:  # a bare "Bearer" never matches, whatever the settings say
+        if scheme == "basic":
+            try:
+                given = base64.b64decode(given, validate=True).partition(b":")[2]
+            except ValueError:
+                return False
+        elif scheme != "bearer":
+            return False
+        if not given:  # a bare "Bearer" (or an empty password) never matches, whatever the settings say
             return False
         # Equal-length digests: the comparison takes the same time whatever the length or content given.
         return hmac.compare_digest(hashlib.sha256(given).digest(), self._token)
 
     # --- handlers -------------------------------------------------------------------------------------
+
+    async def status_page(self, request: web.Request) -> web.Response:
+        return self._static_response("index.html")
+
+    async def static_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "index.html" or name not in STATIC_FILES:
+            return _error(404, "Not Found")
+        return self._static_response(name)
+
+    def _static_response(self, name: str) -> web.Response:
+        response = web.Response(body=self._static[name], content_type=STATIC_FILES[name], charset="utf-8")
+        response.headers[hdrs.CACHE_CONTROL] = "no-cache"
+        # Nothing but this server's own files, no inline script, no framing by other sites.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    async def status(self, request: web.Request) -> web.Response:
+        apiparams.check_params(request.query.items(), frozenset())
+        if self.ctx.status is None:
+            return _error(503, "starting: the status is not available yet")
+        response = _json(self.ctx.status())
+        response.headers[hdrs.CACHE_CONTROL] = "no-store"
+        return response
 
     async def healthz(self, request: web.Request) -> web.Response:
         ctx = self.ctx
@@ -308,9 +359,16 @@ class ApiServer:
         return _json(reply, status)
 
 
-def _needs_token(request: web.Request) -> bool:
+def _needs_token(request: web.Request) -> str | None:
+    """"api" or "page" when the matched route needs the token (when one is set), else None."""
     resource = request.match_info.route.resource
-    return resource is not None and resource.canonical.startswith("/api/")
+    if resource is None:
+        return None
+    if resource.canonical.startswith("/api/"):
+        return "api"
+    if resource.canonical == "/" or resource.canonical.startswith("/static/"):
+        return "page"
+    return None
 
 
 def _live_only(live: EntityState) -> dict[str, Any]:

@@ -47,9 +47,11 @@ class Stats:
     flush: DurationWindow = field(default_factory=DurationWindow)
     flush_durations_s: list[float] = field(default_factory=list)  # drained by the metrics collector
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status or error class
-    sink_state: str = "starting"  # up | down | starting | embedded
+    _sink_state: str = "starting"  # up | down | starting | embedded
+    sink_state_since: float = field(default_factory=time.time)  # wall time sink_state last changed
     sink_down_since: float | None = None
-    hub_connected: bool = False
+    _hub_connected: bool = False
+    hub_connected_since: float | None = None  # wall time the current hub connection came up
     hub_state: str = "disconnected"
     hub_down_since: float | None = None  # wall time the hub connection was lost (None: up, or never up)
     reconnects: int = 0
@@ -61,8 +63,36 @@ class Stats:
     spool_damaged_bytes: int = 0
     spool_damaged_regions: int = 0  # damaged stretches found in the spool (each logged as spool.damaged)
     dead_letter_points: int = 0
+    dead_letter_recent: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=10))  # (time, why)
     ticks: DurationWindow = field(default_factory=DurationWindow)
     progress: ProgressBoard = field(default_factory=ProgressBoard)  # long work: replay, drain, backfill, import
+
+    # Properties, so every place that flips a state also stamps when: the status page shows "since when".
+    @property
+    def hub_connected(self) -> bool:
+        return self._hub_connected
+
+    @hub_connected.setter
+    def hub_connected(self, value: bool) -> None:
+        if value and not self._hub_connected:
+            self.hub_connected_since = time.time()
+        elif not value:
+            self.hub_connected_since = None
+        self._hub_connected = value
+
+    @property
+    def sink_state(self) -> str:
+        return self._sink_state
+
+    @sink_state.setter
+    def sink_state(self, value: str) -> None:
+        if value != self._sink_state:
+            self.sink_state_since = time.time()
+        self._sink_state = value
+
+    def record_dead_letter(self, reason: str, points: int = 1) -> None:
+        self.dead_letter_points += points
+        self.dead_letter_recent.append((time.time(), reason[:300]))
 
     def record_flush(self, seconds: float) -> None:
         self.flush.add(seconds)

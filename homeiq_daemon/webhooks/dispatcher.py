@@ -187,7 +187,9 @@ class Dispatcher:
             log.debug("webhook.retrying", **fields)
 
     async def _finish(self, work: Work, status: str, http_status: int | None, error: str | None) -> None:
-        self._stats.deliveries[status] += 1
+        self._stats.record_outcome(
+            work.rule, work.target, status, attempts=work.attempts, http_status=http_status, error=error
+        )
         fields = {"rule": work.rule, "target": work.target, "delivery_id": work.id, "attempts": work.attempts}
         if status == DELIVERED:
             log.debug("webhook.delivered", status=http_status, **fields)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -18,6 +20,25 @@ class WebhookStats:
     pending: int = 0  # undelivered rows in the outbox (gauge)
     # Seconds from the event reaching the daemon to the receiver's 2xx; drained by the metrics collector.
     latency_s: list[float] = field(default_factory=list)
+
+    # The last deliveries (any outcome), newest last, for the status page.
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
+
+    def record_outcome(
+        self, rule: str, target: str, outcome: str, *, attempts: int, http_status: int | None, error: str | None
+    ) -> None:
+        self.deliveries[outcome] += 1
+        self.recent.append(
+            {
+                "time": round(time.time(), 3),
+                "rule": rule,
+                "target": target,
+                "outcome": outcome,
+                "attempts": attempts,
+                "http_status": http_status,
+                "error": None if error is None else error[:200],
+            }
+        )
 
     def record_latency(self, seconds: float) -> None:
         if len(self.latency_s) < 10_000:

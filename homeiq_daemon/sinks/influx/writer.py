@@ -208,8 +208,9 @@ class InfluxWriter:
 
     async def _bisect(self, lines: list[str], error: RejectedBatchError) -> tuple[int, int]:
         if len(lines) == 1:
-            self._dead_letters.add(lines[0], f"HTTP {error.status}: {error}")
-            self._stats.dead_letter_points += 1
+            reason = f"HTTP {error.status}: {error}"
+            self._dead_letters.add(lines[0], reason)
+            self._stats.record_dead_letter(reason)
             self._stats.points_dropped["rejected"] += 1
             return 0, 1
         middle = len(lines) // 2
