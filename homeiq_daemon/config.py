@@ -129,6 +129,11 @@ class InfluxDBSettings(_Section):
     retry_max_s: PositiveSeconds = 30.0
     """Longest wait between attempts to reach InfluxDB again while it is down."""
 
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip() in ("1", "2") else value  # HA writes "2"
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:

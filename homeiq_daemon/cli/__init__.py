@@ -17,10 +17,11 @@ import orjson
 
 from homeiq_daemon import __version__
 from homeiq_daemon.cli import metadata as cli_metadata
+from homeiq_daemon.cli import migrate as migrate_cli
 from homeiq_daemon.cli import switchbot as switchbot_cli
 from homeiq_daemon.cli import webhooks as webhooks_cli
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
-from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, HomeIQError
+from homeiq_daemon.errors import EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE, ConfigError, HomeIQError
 from homeiq_daemon.redaction import redact_text, redact_url
 from homeiq_daemon.runtime.logs import configure_logging
 
@@ -78,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
     webhooks_cli.add_parser(sub)
+    migrate_cli.add_parser(sub)
     cli_metadata.add_parsers(sub)  # devices, entities
     switchbot_cli.add_parser(sub)
     return parser
@@ -122,8 +124,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _explain_ha_names(args: argparse.Namespace) -> None:
+    """A config that failed: say what each of Home Assistant's influxdb names found in it is called here."""
+    import tomllib  # noqa: PLC0415
+
+    from homeiq_daemon.cli.ha_influx import explain_names  # noqa: PLC0415
+    from homeiq_daemon.config import resolve_config_path  # noqa: PLC0415
+
+    path = resolve_config_path(args.config)
+    try:
+        data = tomllib.loads(path.read_text()) if path is not None else None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return
+    lines = explain_names(data)
+    if lines:
+        sys.stderr.write(f"{path} uses Home Assistant's influxdb names "
+                         "(homeiq migrate-ha-config converts a whole block):\n")  # fmt: skip
+        sys.stderr.writelines(f"  {line}\n" for line in lines)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    try:
+        settings = _load(args)
+    except ConfigError:
+        _explain_ha_names(args)
+        raise
     data = redacted_dict(settings)
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     sink = (
@@ -199,6 +224,7 @@ COMMANDS = {
     "history": cmd_history,
     "webhooks": cmd_webhooks,
     "switchbot": cmd_switchbot,
+    "migrate-ha-config": migrate_cli.cmd_migrate,
     **cli_metadata.COMMANDS,
 }
 

@@ -124,6 +124,8 @@ class RealHomeAssistant:
         input_text: dict[str, dict[str, Any]] | None = None,
         input_number: dict[str, dict[str, Any]] | None = None,
         input_boolean: dict[str, dict[str, Any]] | None = None,
+        extra_yaml: str = "",
+        secrets: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.venv = venv
@@ -139,6 +141,10 @@ class RealHomeAssistant:
             "input_number": input_number or {"e2e_level": {"name": "e2e level", "min": 0, "max": 100, "step": 0.5}},
             "input_boolean": input_boolean or {"e2e_switch": {"name": "e2e switch"}},
         }
+        self.extra_yaml = extra_yaml
+        """Appended to configuration.yaml as written (more integrations, e.g. an ``influxdb:`` block)."""
+        self.secrets = secrets or {}
+        """Written to secrets.yaml beside it, for ``!secret`` references in ``extra_yaml``."""
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.token = ""
@@ -164,7 +170,10 @@ class RealHomeAssistant:
             login_attempts_threshold=self.login_attempts_threshold,
             **{domain: _yaml_block(helpers) for domain, helpers in self._helpers.items()},
         )
-        (self.config_dir / "configuration.yaml").write_text(text)
+        (self.config_dir / "configuration.yaml").write_text(text + self.extra_yaml)
+        if self.secrets:
+            lines = [f"{name}: {json.dumps(value)}" for name, value in self.secrets.items()]
+            (self.config_dir / "secrets.yaml").write_text("\n".join(lines) + "\n")
         if not self.automations_path.exists():
             self.automations_path.write_text("[]\n")
 
