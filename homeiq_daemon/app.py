@@ -179,6 +179,7 @@ class App:
             self.metrics.register(self.switchbot.collector())
             if self.metadata.server is not None and self.switchbot.webhook_enabled:
                 self.metadata.server.ctx.switchbot_webhook = self.switchbot.handle_webhook
+                self.metadata.server.ctx.switchbot_secret_ok = self.switchbot.webhook_secret_ok
             self._spawn(self.switchbot.run(), "homeiq-source-switchbot", source=True)
         if not self._source_tasks:
             log.warning("homeiq.no_source", hint="set home_assistant.url and token, or run with --replay FILE")

@@ -76,6 +76,10 @@ class HomeAssistantSettings(_Section):
     token: SecretStr | None = None
     verify_ssl: bool = True
     connect_timeout_s: PositiveSeconds = 15.0
+    handshake_timeout_s: PositiveSeconds = 10.0
+    """Longest wait for each step after the TCP connect: the WebSocket upgrade answer, ``auth_required``,
+    ``auth_ok``. A peer that accepts the connection and then says nothing is dropped, and the normal
+    reconnect backoff follows."""
     heartbeat_interval_s: PositiveSeconds = 20.0
     heartbeat_timeout_s: PositiveSeconds = 10.0
     reconnect_initial_s: PositiveSeconds = 1.0

@@ -9,6 +9,7 @@ See docs/api.md for the endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
@@ -29,6 +31,7 @@ from homeiq_daemon.config import HttpSettings
 from homeiq_daemon.errors import HistoryUnavailable
 from homeiq_daemon.metadata.store import EntityQuery, MetadataStore, QueryTimes
 from homeiq_daemon.model import EntityState, ns_to_iso
+from homeiq_daemon.redaction import mask_path
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.metrics import CONTENT_TYPE, DurationCollector, Metrics
 from homeiq_daemon.runtime.stats import Stats
@@ -41,6 +44,7 @@ GZIP_MIN_BYTES = 4096
 MAX_TIME_NS = 2**63 - 1
 DAY_NS = 86_400 * 1_000_000_000
 HISTORY_MAX_POINTS = 10_000
+WEBHOOK_BODY_TIMEOUT_S = 10.0
 
 _ENTITY_PARAMS = frozenset({"domain", "area", "device", "q", "limit", "cursor"})
 _DEVICE_PARAMS = frozenset({"area", "limit", "cursor"})
@@ -92,6 +96,7 @@ class ApiContext:
     switchbot_webhook: Callable[[str, bytes], tuple[int, dict[str, Any]]] | None = None
     # The status page's document (api/status.py), once the app has wired its parts
     status: Callable[[], dict[str, Any]] | None = None
+    switchbot_secret_ok: Callable[[str], bool] | None = None  # asked before any body byte is read
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -130,7 +135,8 @@ class ApiServer:
         context.metrics.register(
             DurationCollector("homeiq_http_request_duration_seconds", doc, "route", self.request_times)
         )
-        self.app = web.Application(middlewares=[self._errors, self._auth])
+        # The API reads no body but SwitchBot's small pushes: aiohttp's own body limit stays as small.
+        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_WEBHOOK_BYTES)
         routes = self.app.router
         routes.add_get("/healthz", self.healthz)
         routes.add_get("/metrics", self.metrics)
@@ -177,7 +183,7 @@ class ApiServer:
                 return _error(405, "method not allowed: the API is read-only (GET)")
             return _error(exc.status, exc.reason)
         except Exception:
-            log.exception("http.handler_failed", path=request.path[:200])
+            log.exception("http.handler_failed", path=mask_path(request.path)[:200])
             return _error(500, "internal error (logged)")
         finally:
             resource = request.match_info.route.resource
@@ -348,15 +354,41 @@ class ApiServer:
         )
 
     async def switchbot_webhook(self, request: web.Request) -> web.Response:
-        """SwitchBot pushes; the path's secret is checked (constant-time) by the receiver: 404 when wrong."""
+        """SwitchBot pushes. The path's secret is checked (constant-time) before any of the body is read:
+        404 when wrong, as for any unknown path. The body is read up to ``MAX_WEBHOOK_BYTES`` within
+        ``WEBHOOK_BODY_TIMEOUT_S``; a client that sends more, too slowly or hangs up gets nothing logged."""
         receiver = self.ctx.switchbot_webhook
-        if receiver is None:
+        secret = request.match_info["secret"]
+        secret_ok = self.ctx.switchbot_secret_ok
+        if receiver is None or (secret_ok is not None and not secret_ok(secret)):
             return _error(404, "Not Found")
         if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
             return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
-        body = await request.read()  # aiohttp stops a body without Content-Length at client_max_size
-        status, reply = receiver(request.match_info["secret"], body)
+        try:
+            async with asyncio.timeout(WEBHOOK_BODY_TIMEOUT_S):
+                body = await _read_capped(request, MAX_WEBHOOK_BYTES)
+        except TimeoutError:
+            return _error(408, f"body not received within {WEBHOOK_BODY_TIMEOUT_S:g} s")
+        except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            return _error(400, "the client went away during the body")
+        if body is None:
+            return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
+        status, reply = receiver(secret, body)
         return _json(reply, status)
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (a chunked body has no Content-Length to check)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
 
 
 def _needs_token(request: web.Request) -> str | None:

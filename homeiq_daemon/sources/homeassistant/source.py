@@ -71,8 +71,9 @@ class HAConnection:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         try:
-            await self._ws.send_str(hamessages.command(msg_id, msg_type, **payload))
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):  # the send too: a peer that stops reading blocks it
+                await self._ws.send_str(hamessages.command(msg_id, msg_type, **payload))
+                return await future
         finally:
             self._pending.pop(msg_id, None)
 
@@ -82,8 +83,9 @@ class HAConnection:
         self._pending[msg_id] = future
         self._subscriptions[msg_id] = handler  # register first: events may follow the result at once
         try:
-            await self._ws.send_str(hamessages.subscribe_events(msg_id, event_type))
-            await asyncio.wait_for(future, 30.0)
+            async with asyncio.timeout(30.0):
+                await self._ws.send_str(hamessages.subscribe_events(msg_id, event_type))
+                await future
         except BaseException:
             self._subscriptions.pop(msg_id, None)
             raise
@@ -96,8 +98,9 @@ class HAConnection:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pongs[msg_id] = future
         try:
-            await self._ws.send_str(hamessages.command(msg_id, "ping"))
-            await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._ws.send_str(hamessages.command(msg_id, "ping"))
+                await future
         except TimeoutError:
             raise ConnectionLost(f"no pong within {timeout_s:g} s") from None
         finally:
@@ -229,9 +232,17 @@ class HomeAssistantSource:
     async def _connect_and_serve(self, session: aiohttp.ClientSession) -> None:
         s = self._settings
         self._stats.hub_state = "connecting"
-        async with session.ws_connect(
-            self.url, max_msg_size=s.max_message_bytes, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
-        ) as ws:
+        try:  # TCP connect is bounded by connect_timeout_s; the upgrade answer after it by this
+            async with asyncio.timeout(s.handshake_timeout_s):
+                ws = await session.ws_connect(
+                    self.url,
+                    max_msg_size=s.max_message_bytes,
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                )
+        except TimeoutError:
+            raise ConnectionLost(f"no WebSocket upgrade answer within {s.handshake_timeout_s:g} s") from None
+        async with ws:
             await self._authenticate(ws)
             conn = HAConnection(ws, self._stats)
             reader = asyncio.create_task(conn.read_loop(), name="homeiq-ha-reader")
@@ -247,11 +258,11 @@ class HomeAssistantSource:
         s = self._settings
         assert s.token is not None
         self._stats.hub_state = "authenticating"
-        first = await self._receive_json(ws, s.connect_timeout_s)
+        first = await self._receive_json(ws, s.handshake_timeout_s, "auth_required")
         if first.get("type") != "auth_required":
             raise ProtocolError(f"expected auth_required, got {str(first.get('type'))[:40]!r}")
         await ws.send_str(hamessages.auth(s.token.get_secret_value()))
-        reply = await self._receive_json(ws, s.connect_timeout_s)
+        reply = await self._receive_json(ws, s.handshake_timeout_s, "auth_ok")
         if reply.get("type") == "auth_invalid":
             reason = reply.get("message", "auth_invalid")
             raise AuthError(
@@ -264,8 +275,11 @@ class HomeAssistantSource:
         log.debug("ha.authenticated", ha_version=reply.get("ha_version"))
 
     @staticmethod
-    async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) -> dict[str, Any]:
-        frame = await ws.receive(timeout=timeout_s)
+    async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float, expected: str) -> dict[str, Any]:
+        try:
+            frame = await ws.receive(timeout=timeout_s)
+        except TimeoutError:
+            raise ConnectionLost(f"no {expected} within {timeout_s:g} s") from None
         if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             raise ConnectionLost(f"connection closed during handshake ({frame.type.name})")
         messages = hamessages.decode_frame(frame.data)

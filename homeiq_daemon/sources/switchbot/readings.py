@@ -23,7 +23,7 @@ from homeiq_daemon.model import EntityState, StateChange, ns_to_iso
 from homeiq_daemon.sources.switchbot.api import MAX_TEXT, SwitchBotDevice
 
 DOMAIN = "switchbot"
-MAX_WEBHOOK_BYTES = 64 * 1024
+MAX_WEBHOOK_BYTES = 16 * 1024  # a changeReport is a few hundred bytes
 # timeOfSample older than this, or in the future, is not trusted (the README's samples show 123456789)
 SAMPLE_MAX_AGE_S = 86_400
 

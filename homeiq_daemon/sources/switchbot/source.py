@@ -289,12 +289,18 @@ class SwitchBotSource:
     def webhook_enabled(self) -> bool:
         return self._path_secret is not None
 
+    def webhook_secret_ok(self, given_secret: str) -> bool:
+        """Constant-time check of the path secret; the HTTP server asks before it reads any body."""
+        expected = self._path_secret
+        if expected is None or not hmac.compare_digest(given_secret.encode(), expected):
+            self.metrics.webhooks["wrong_secret"] += 1
+            return False
+        return True
+
     def handle_webhook(self, given_secret: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """One push; returns (HTTP status, JSON reply). Wrong path secret: 404, as for any unknown path."""
         counts = self.metrics.webhooks
-        expected = self._path_secret
-        if expected is None or not hmac.compare_digest(given_secret.encode(), expected):
-            counts["wrong_secret"] += 1
+        if not self.webhook_secret_ok(given_secret):
             return 404, {"error": "not found", "status": 404}
         try:
             event = parse_webhook(body)
