@@ -195,6 +195,15 @@ class App:
         return ha_source
 
 
+    def status_url(self) -> str | None:
+        """The status page's address once the HTTP server listens, else None."""
+        server = self.metadata.server
+        if server is None or server.port is None:
+            return None
+        host = self.settings.http.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{server.port}/"
+
     def _wire_status(self) -> None:
         """The status page's document (api/status.py), from the parts that run."""
         assert self.pipeline is not None

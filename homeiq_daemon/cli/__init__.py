@@ -63,6 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="move replayed timestamps so the last event lands at this ISO time (re-runs write the same points)",
     )
+    run.add_argument("--quiet", action="store_true", help="at a terminal: no heartbeat line every 10 s")
     run.add_argument(
         "--keep-running",
         action="store_true",
@@ -114,13 +115,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exit_when_done = settings.replay.path is not None and not settings.home_assistant.url and not args.keep_running
     app = App(settings, exit_when_sources_done=exit_when_done)
+    from homeiq_daemon.cli.console import attach_console  # noqa: PLC0415
     from homeiq_daemon.runtime.systemd import attach_service  # noqa: PLC0415
+
+    console = attach_console(app, quiet=args.quiet)  # at a terminal: the page's URL, first points, a heartbeat
 
     service = attach_service(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd
     try:
         asyncio.run(app.run())
     finally:
         service.close()
+    console.check()  # a short run (a replay) may have written its first points in the final flush
     return EXIT_OK
 
 

@@ -5,8 +5,8 @@ total when it is known, and ``finish``. It shows up in three places:
 
 * on a terminal (the stream is a tty): one line redrawn in place at most every ``redraw_s``
   (``replay  1,234/5,000 events  2,345/s  ETA 0:02``), ended with a newline when the work finishes;
-* in the log (journald, JSON): a structured ``progress`` line every ``log_every_s`` and a ``progress.done``
-  line at the end, with ``task``, ``done``, ``total``, ``rate_per_s`` and ``eta_s`` as fields;
+* otherwise, in the log (journald, JSON): a structured ``progress`` line every ``log_every_s`` and a
+  ``progress.done`` line at the end, with ``task``, ``done``, ``total``, ``rate_per_s`` and ``eta_s`` as fields;
 * on a ``ProgressBoard`` (the daemon keeps one in its stats): the status page and ``homeiq status`` list
   the work in progress and the last finished ones.
 
@@ -210,7 +210,8 @@ class Progress:
         snap = self.snapshot()
         if self._terminal:
             self._draw(now, final=True)
-        log.info("progress.done", **self._fields(snap))
+        else:
+            log.info("progress.done", **self._fields(snap))
         return snap
 
     # --- reading ----------------------------------------------------------------------------------
