@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.terminal import read_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "home.jsonl"
@@ -27,22 +27,6 @@ def _env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def _read_until(fd: int, needle: str, seen: list[str], timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = "".join(seen)
-        if needle in text:
-            return text
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            seen.append(chunk.decode(errors="replace"))
-    raise AssertionError(f"{needle!r} not printed within {timeout_s}s; output so far:\n{''.join(seen)[-3000:]}")
-
-
 def test_at_a_terminal_it_shows_url_progress_first_points_and_heartbeat(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -52,11 +36,11 @@ def test_at_a_terminal_it_shows_url_progress_first_points_and_heartbeat(tmp_path
     os.close(follower)
     seen: list[str] = []
     try:
-        text = _read_until(leader, "(Ctrl-C stops)", seen, 60)
+        text = read_until(leader, "(Ctrl-C stops)", seen, 60)
         url = text.split("status page at ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
-        _read_until(leader, "first points written (599 to embedded history store", seen, 60)
-        text = _read_until(leader, "points written · spool 0 points", seen, 60)  # the heartbeat (every 10 s)
+        read_until(leader, "first points written (599 to embedded history store", seen, 60)
+        text = read_until(leader, "points written · spool 0 points", seen, 60)  # the heartbeat (every 10 s)
         assert "replay  [####################] 100%  600/600 lines" in text
         with urllib.request.urlopen(url + "api/v1/status", timeout=10) as response:
             status = json.loads(response.read())
