@@ -8,6 +8,9 @@ WANTED=(
   "systemd-analyze systemd"
   "/usr/bin/chromium chromium"
   "/usr/bin/chromedriver chromium-driver"
+  "/usr/lib/systemd/systemd-journal-remote systemd-journal-remote"  # journal files for the docs' journalctl recipes
+  "jq jq"
+  "promtool prometheus"  # promtool check metrics on /metrics
 )
 need=()
 for item in "${WANTED[@]}"; do

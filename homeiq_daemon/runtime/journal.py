@@ -6,10 +6,11 @@ An entry too large for one datagram is written to a sealed memfd whose descripto
 (systemd.io/JOURNAL_NATIVE_PROTOCOL documents both.)
 
 Every structlog key becomes a ``HOMEIQ_<KEY>`` field (``event`` -> ``HOMEIQ_EVENT``, ``entity_id`` ->
-``HOMEIQ_ENTITY_ID``), besides ``MESSAGE`` (the same one-line text the stderr fallback prints, plus any
-traceback), ``PRIORITY`` and ``SYSLOG_IDENTIFIER``. So ``journalctl -u homeiq HOMEIQ_EVENT=influx.flush``
-and ``journalctl -o json`` work. When the socket is missing or a send fails, the line goes to stderr in
-the ``<priority>event=… key=…`` form, which journald (or a terminal) reads just as well.
+``HOMEIQ_ENTITY_ID``; a list of entity ids becomes that field once per entity), besides ``MESSAGE`` (the
+same one-line text the stderr fallback prints, plus any traceback), ``PRIORITY`` and ``SYSLOG_IDENTIFIER``.
+So ``journalctl -u homeiq HOMEIQ_EVENT=influx.flush`` and ``journalctl -o json`` work. When the socket is
+missing or a send fails, the line goes to stderr in the ``<priority>event=… key=…`` form, which journald
+(or a terminal) reads just as well.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "homeiq"
 FIELD_PREFIX = "HOMEIQ_"
 MAX_VALUE_BYTES = 64 * 1024  # per field: a log entry is no place for a whole payload
+# Keys whose list values become the same field repeated (journald keeps every one, journalctl matches any).
+REPEATED_FIELDS = frozenset({"entity_id"})
 _NAME_OK = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _NAME_BAD_CHARS = re.compile(r"[^A-Z0-9_]")
 _LE64 = struct.Struct("<Q")
@@ -103,7 +106,14 @@ def entry_fields(method_name: str, event_dict: EventDict) -> list[tuple[str, str
     """A processed structlog event -> journal fields. Consumes ``event_dict``."""
     exception = event_dict.pop("exception", None)
     level = str(event_dict.get("level", method_name))
-    own = [(field_name(str(key)), _field_value(value)) for key, value in event_dict.items() if key != "level"]
+    own: list[tuple[str, str]] = []
+    for key, value in event_dict.items():
+        if key == "level":
+            continue
+        if key in REPEATED_FIELDS and isinstance(value, list | tuple):  # one field per entity: each one matches
+            own.extend((field_name(key), _field_value(item)) for item in value)
+        else:
+            own.append((field_name(str(key)), _field_value(value)))
     line = journal_line_renderer(None, method_name, event_dict)  # "<6>event=… key=…"; pops level and event
     message = line[line.index(">") + 1 :]
     if exception:

@@ -44,12 +44,15 @@ class Work:
     created_ns: int
     attempts: int = 0
     next_attempt_ns: int = 0
+    entity_id: str = ""
+    """The entity whose change made this delivery: every log line about it names it (HOMEIQ_ENTITY_ID=)."""
 
     @classmethod
     def from_row(cls, row: OutboxRow) -> Work:
         return cls(
-            row.id, row.rule, row.target, row.body, row.received_ns, row.created_ns, row.attempts, row.next_attempt_ns
-        )
+            row.id, row.rule, row.target, row.body, row.received_ns, row.created_ns, row.attempts, row.next_attempt_ns,
+            row.entity_id,
+        )  # fmt: skip
 
 
 class Dispatcher:
@@ -98,7 +101,7 @@ class Dispatcher:
             try:
                 finished = await self._deliver(work)
             except Exception:  # a bug must not stall the lane in a hot loop: log, pause, try again
-                log.exception("webhook.delivery_crashed", rule=rule, delivery_id=work.id)
+                log.exception("webhook.delivery_crashed", rule=rule, delivery_id=work.id, entity_id=work.entity_id)
                 finished = False
                 await self._sleep(5.0)
             if finished:
@@ -175,6 +178,7 @@ class Dispatcher:
         fields = {
             "rule": work.rule,
             "target": work.target,
+            "entity_id": work.entity_id,
             "delivery_id": work.id,
             "attempt": work.attempts,
             "status": result.status,
@@ -190,7 +194,8 @@ class Dispatcher:
         self._stats.record_outcome(
             work.rule, work.target, status, attempts=work.attempts, http_status=http_status, error=error
         )
-        fields = {"rule": work.rule, "target": work.target, "delivery_id": work.id, "attempts": work.attempts}
+        fields = {"rule": work.rule, "target": work.target, "entity_id": work.entity_id, "delivery_id": work.id,
+                  "attempts": work.attempts}  # fmt: skip
         if status == DELIVERED:
             log.debug("webhook.delivered", status=http_status, **fields)
         else:

@@ -145,9 +145,9 @@ class WebhookService:
                 log.error("webhook.outbox_write_failed", error=str(exc), dropped=len(batch))
                 continue
             for new in batch:
-                self.dispatcher.enqueue(
-                    Work(new.id, new.rule, new.target, new.body, new.received_ns, new.created_ns, 0, new.created_ns)
-                )
+                work = Work(new.id, new.rule, new.target, new.body, new.received_ns, new.created_ns, 0, new.created_ns,
+                            new.entity_id)  # fmt: skip
+                self.dispatcher.enqueue(work)
 
     async def prune(self) -> int:
         cutoff = time.time_ns() - int(self.settings.keep_days * 86_400 * 1e9)

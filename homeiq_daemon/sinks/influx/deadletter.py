@@ -8,12 +8,32 @@ fixing the cause. Bounded: the oldest files are deleted beyond ``max_bytes``.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from pathlib import Path
 
 from homeiq_daemon.runtime.logs import get_logger
 
 log = get_logger("homeiq.deadletter")
+
+# The HA schema's two tags, in a line's tag section (before the first unescaped space).
+_TAG = re.compile(r"(?:^|,)(domain|entity_id)=((?:[^,\\ ]|\\.)*)")
+
+
+def line_entity_id(line: str) -> str | None:
+    """``sensor.kitchen`` from a line with tags ``domain=sensor,entity_id=kitchen`` (None when it has not both)."""
+    end = 0
+    while end < len(line):  # the measurement and tags end at the first unescaped space
+        if line[end] == "\\":
+            end += 2
+            continue
+        if line[end] == " ":
+            break
+        end += 1
+    found = {key: value.replace("\\", "") for key, value in _TAG.findall(line[:end])}
+    if "domain" in found and "entity_id" in found:
+        return f"{found['domain']}.{found['entity_id']}"
+    return None
 
 
 class DeadLetters:
@@ -30,7 +50,9 @@ class DeadLetters:
         with path.open("a", encoding="utf-8") as fh:
             fh.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', now)} {reason_one_line}\n{line}\n")
         self.count += 1
-        log.warning("influx.dead_letter", file=str(path), reason=reason_one_line[:300])
+        entity_id = line_entity_id(line)
+        extra = {"entity_id": entity_id} if entity_id else {}
+        log.warning("influx.dead_letter", file=str(path), reason=reason_one_line[:300], **extra)
         self._trim()
 
     def _trim(self) -> None:
