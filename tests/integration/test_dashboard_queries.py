@@ -53,7 +53,7 @@ def test_the_dashboard_is_importable_and_uses_one_influxql_datasource_input() ->
         assert panel["datasource"] == {"type": "influxdb", "uid": "${DS_INFLUXDB}"}, panel["title"]
         assert panel["targets"], panel["title"]
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert 0 <= grid["x"] <= grid["x"] + grid["w"] <= 24, panel["title"]
         for target in panel["targets"]:
             assert target["rawQuery"] is True  # InfluxQL text, as written here
             assert target["query"].lstrip().upper().startswith("SELECT ")
