@@ -14,18 +14,20 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
 
 from homeiq_daemon.api import params as apiparams
+from homeiq_daemon.api.connections import ConnectionGuard, connection_limit, descriptor_limit
 from homeiq_daemon.api.health import evaluate
 from homeiq_daemon.api.params import BadRequest
+from homeiq_daemon.api.pushes import MAX_PUSH_BYTES, receive_switchbot_push
+from homeiq_daemon.api.rows import live_only, overlay
 from homeiq_daemon.api.status import STATIC_FILES, load_static
 from homeiq_daemon.config import HttpSettings
 from homeiq_daemon.errors import HistoryUnavailable
@@ -36,7 +38,6 @@ from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.metrics import CONTENT_TYPE, DurationCollector, Metrics
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.embedded import HistoryStore
-from homeiq_daemon.sources.switchbot.readings import MAX_WEBHOOK_BYTES
 
 log = get_logger("homeiq.http")
 
@@ -44,7 +45,6 @@ GZIP_MIN_BYTES = 4096
 MAX_TIME_NS = 2**63 - 1
 DAY_NS = 86_400 * 1_000_000_000
 HISTORY_MAX_POINTS = 10_000
-WEBHOOK_BODY_TIMEOUT_S = 10.0
 
 _ENTITY_PARAMS = frozenset({"domain", "area", "device", "q", "limit", "cursor"})
 _DEVICE_PARAMS = frozenset({"area", "limit", "cursor"})
@@ -107,18 +107,6 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message, "status": status}, status)
 
 
-def _overlay(row: dict[str, Any], live: EntityState | None, *, attributes: bool) -> dict[str, Any]:
-    """The store's copy is up to one flush interval old; the pipeline's last accepted state (a dict lookup,
-    no SQL) is never older, so it wins."""
-    if live is not None:
-        row["state"] = live.state
-        row["last_changed"] = live.last_changed
-        row["last_updated"] = live.last_updated
-    if attributes:
-        row["attributes"] = live.attributes if live is not None else None
-    return row
-
-
 class ApiServer:
     def __init__(self, settings: HttpSettings, context: ApiContext) -> None:
         self._settings = settings
@@ -128,6 +116,8 @@ class ApiServer:
         token = settings.token.get_secret_value().strip() if settings.token is not None else None
         self._token = hashlib.sha256(token.encode()).digest() if token is not None else None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.connections: ConnectionGuard | None = None
         self._static = load_static()
         self.port: int | None = None
         self.request_times = QueryTimes()
@@ -136,7 +126,7 @@ class ApiServer:
             DurationCollector("homeiq_http_request_duration_seconds", doc, "route", self.request_times)
         )
         # The API reads no body but SwitchBot's small pushes: aiohttp's own body limit stays as small.
-        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_WEBHOOK_BYTES)
+        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_PUSH_BYTES)
         routes = self.app.router
         routes.add_get("/healthz", self.healthz)
         routes.add_get("/metrics", self.metrics)
@@ -151,16 +141,32 @@ class ApiServer:
         routes.add_post("/switchbot/webhook/{secret}", self.switchbot_webhook)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        s = self._settings
+        # keepalive_timeout runs from the moment a connection opens until a complete request has arrived,
+        # and again after each response: it bounds idle keep-alive and slow-header clients alike.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=s.idle_timeout_s, lingering_time=2.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.host, self._settings.port, reuse_address=True)
-        await site.start()
-        server = site._server  # the bound port, when port 0 asked the kernel for one
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
-        log.info("http.listening", host=self._settings.host, port=self.port, auth=self._token is not None)
+        fd_limit = descriptor_limit()
+        protocols = self._runner.server
+        assert protocols is not None  # set by setup()
+        self.connections = ConnectionGuard(protocols, connection_limit(s.max_connections, fd_limit))
+        self.ctx.metrics.register(self.connections)
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self.connections, s.host, s.port, reuse_address=True, backlog=128)
+        sockets = self._listener.sockets
+        self.port = sockets[0].getsockname()[1] if sockets else s.port  # the bound port, when port 0 asked for one
+        log.info("http.listening", host=s.host, port=self.port, auth=self._token is not None,
+                 max_connections=self.connections.limit, fd_limit=fd_limit)  # fmt: skip
+        if self.connections.limit < s.max_connections:
+            log.warning("http.connections_lowered", configured=s.max_connections, limit=self.connections.limit,
+                        fd_limit=fd_limit, hint="raise LimitNOFILE= (the unit sets 4096)")  # fmt: skip
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -313,7 +319,7 @@ class ApiServer:
         rows = await self.ctx.store.entities(query)
         live = self.ctx.live_state
         if live is not None:
-            rows = [_overlay(row, live(row["entity_id"]), attributes=False) for row in rows]
+            rows = [overlay(row, live(row["entity_id"]), attributes=False) for row in rows]
         return _json(self._page(rows, limit, "entity_id"))
 
     async def entity(self, request: web.Request) -> web.Response:
@@ -324,8 +330,8 @@ class ApiServer:
         if row is None:
             if live is None:
                 return _error(404, f"no entity {entity_id!r}")
-            row = _live_only(live)
-        return _json(_overlay(row, live, attributes=True))
+            row = live_only(live)
+        return _json(overlay(row, live, attributes=True))
 
     async def history(self, request: web.Request) -> web.Response:
         params = apiparams.check_params(request.query.items(), _HISTORY_PARAMS)
@@ -354,41 +360,8 @@ class ApiServer:
         )
 
     async def switchbot_webhook(self, request: web.Request) -> web.Response:
-        """SwitchBot pushes. The path's secret is checked (constant-time) before any of the body is read:
-        404 when wrong, as for any unknown path. The body is read up to ``MAX_WEBHOOK_BYTES`` within
-        ``WEBHOOK_BODY_TIMEOUT_S``; a client that sends more, too slowly or hangs up gets nothing logged."""
-        receiver = self.ctx.switchbot_webhook
-        secret = request.match_info["secret"]
-        secret_ok = self.ctx.switchbot_secret_ok
-        if receiver is None or (secret_ok is not None and not secret_ok(secret)):
-            return _error(404, "Not Found")
-        if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
-            return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
-        try:
-            async with asyncio.timeout(WEBHOOK_BODY_TIMEOUT_S):
-                body = await _read_capped(request, MAX_WEBHOOK_BYTES)
-        except TimeoutError:
-            return _error(408, f"body not received within {WEBHOOK_BODY_TIMEOUT_S:g} s")
-        except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-            return _error(400, "the client went away during the body")
-        if body is None:
-            return _error(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
-        status, reply = receiver(secret, body)
+        status, reply = await receive_switchbot_push(request, self.ctx.switchbot_secret_ok, self.ctx.switchbot_webhook)
         return _json(reply, status)
-
-
-async def _read_capped(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None once it passes ``limit`` bytes (a chunked body has no Content-Length to check)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
 
 
 def _needs_token(request: web.Request) -> str | None:
@@ -401,22 +374,3 @@ def _needs_token(request: web.Request) -> str | None:
     if resource.canonical == "/" or resource.canonical.startswith("/static/"):
         return "page"
     return None
-
-
-def _live_only(live: EntityState) -> dict[str, Any]:
-    """An entity the pipeline has seen but the store has not written yet."""
-    attrs: Mapping[str, Any] = live.attributes
-    return {
-        "entity_id": live.entity_id,
-        "domain": live.domain,
-        "name": attrs.get("friendly_name"),
-        "in_registry": None,
-        "device_id": None,
-        "area_id": None,
-        "state": live.state,
-        "last_changed": live.last_changed,
-        "last_updated": live.last_updated,
-        "device_class": attrs.get("device_class"),
-        "unit_of_measurement": attrs.get("unit_of_measurement"),
-        "state_class": attrs.get("state_class"),
-    }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from homeiq_daemon.api import server as api_server
+from homeiq_daemon.api import pushes
 from homeiq_daemon.app import App
 from homeiq_daemon.sources.switchbot.readings import MAX_WEBHOOK_BYTES
 from tests.integration.test_switchbot_source import PATH_SECRET, cloud, push, settings_for, source_of
@@ -86,7 +86,7 @@ async def test_chunked_body_over_the_cap_is_413(tmp_path: Path, cloud: FakeSwitc
 async def test_a_body_that_stalls_is_cut_off(
     tmp_path: Path, cloud: FakeSwitchBotCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api_server, "WEBHOOK_BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(pushes, "PUSH_BODY_TIMEOUT_S", 0.3)
     async with running_app(settings_for(tmp_path, cloud)) as (app, _):
         reader, writer = await send_head(port_of(app), f"/switchbot/webhook/{PATH_SECRET}",
                                          "Content-Length: 200\r\n", b"{")  # fmt: skip
