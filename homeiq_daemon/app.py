@@ -25,6 +25,8 @@ from homeiq_daemon.delivery.spool import Spool
 from homeiq_daemon.errors import HomeIQError, StateDirError
 from homeiq_daemon.metadata.service import MetadataService
 from homeiq_daemon.pipeline.core import Pipeline
+from homeiq_daemon.pipeline.watermarks import FILE_NAME as WATERMARKS_FILE
+from homeiq_daemon.pipeline.watermarks import Watermarks
 from homeiq_daemon.runtime.activity import Activity
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.scheduler import Scheduler
@@ -62,6 +64,7 @@ class App:
         self.history: HistoryStore | None = None
         self.delivery: Delivery | None = None
         self.pipeline: Pipeline | None = None
+        self.watermarks: Watermarks | None = None
         self.webhooks: WebhookService | None = None
         self.switchbot: SwitchBotSource | None = None
         self.scheduler = Scheduler(self.stats)
@@ -134,7 +137,12 @@ class App:
             s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
         )
         self.delivery = Delivery(self.liveness.track_writer(self.writer), spool, s, self.stats)
-        self.pipeline = Pipeline(s, self.stats, self.delivery, self.metadata.extra_tags)
+        self.watermarks = Watermarks(
+            s.state_dir / WATERMARKS_FILE, save_interval_s=s.home_assistant.backfill.watermark_save_interval_s
+        )
+        self.watermarks.load()
+        self.delivery.on_acknowledged = self.watermarks.acknowledged
+        self.pipeline = Pipeline(s, self.stats, self.delivery, self.metadata.extra_tags, self.watermarks)
         self.metadata.attach_pipeline(self.pipeline)
         if s.webhooks.rules or s.webhooks.targets:
             await self._start_webhooks()
@@ -189,6 +197,13 @@ class App:
             self.scheduler.every("history_retention", 3600.0, history.apply_retention, run_at_start=True)
         self.scheduler.every("stats_log", 300.0, self._log_stats)
         self.scheduler.every("activity", 5.0, self.activity.tick)
+        watermarks = self.watermarks
+        save_check_s = min(10.0, s.home_assistant.backfill.watermark_save_interval_s)
+
+        async def save_watermarks() -> None:
+            watermarks.maybe_save()
+
+        self.scheduler.every("watermarks_save", save_check_s, save_watermarks)
         self.metadata.schedule(self.scheduler, self._spawn)
         self._spawn(self.scheduler.run(), "homeiq-scheduler")
 
@@ -296,6 +311,8 @@ class App:
         self._tasks.clear()
         if self.delivery is not None:
             self.delivery.close()
+        if self.watermarks is not None:
+            self.watermarks.save()  # after the last batch was written or spooled
         await self.metadata.stop()
         if self.writer is not None:
             await self.writer.close()

@@ -45,6 +45,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from homeiq_daemon.errors import ConfigError
 from homeiq_daemon.redaction import redact_url
+from homeiq_daemon.sources.homeassistant.backfill_config import BackfillSettings
 from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 from homeiq_daemon.webhooks.config import CREDENTIALS_KEY, WebhookSettings, read_credentials
 
@@ -84,6 +85,11 @@ class HomeAssistantSettings(_Section):
     heartbeat_timeout_s: PositiveSeconds = 10.0
     reconnect_initial_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 60.0
+    reconnect_recent_max_s: PositiveSeconds = 2.0
+    """Longest wait between reconnect attempts while the last good connection ended less than
+    ``reconnect_recent_window_s`` ago (an HA restart is back within seconds to a minute)."""
+    reconnect_recent_window_s: float = Field(default=300.0, ge=0, le=86_400)
+    backfill: BackfillSettings = BackfillSettings()
     max_message_bytes: int = Field(default=64 * MiB, ge=MiB, le=1024 * MiB)
 
     @field_validator("url")
@@ -132,6 +138,9 @@ class InfluxDBSettings(_Section):
     """Attempts for one batch before InfluxDB is considered down and batches go to the spool."""
     retry_max_s: PositiveSeconds = 30.0
     """Longest wait between attempts to reach InfluxDB again while it is down."""
+    probe_max_s: PositiveSeconds = 4.0
+    """While InfluxDB is down, it is probed (one small write) at least this often, so its recovery is noticed
+    within about this long."""
 
     @field_validator("api_version", mode="before")
     @classmethod

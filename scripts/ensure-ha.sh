@@ -13,10 +13,11 @@ HA_VERSION="${HOMEIQ_TEST_HA_VERSION:-2024.3.3}"
 CACHE="${HOMEIQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/homeiq-test}"
 VENV="$CACHE/ha-$HA_VERSION"
 # Bump when the recipe below changes: an existing venv with an older stamp gets the missing packages.
-RECIPE=4
+RECIPE=5
 # Keep in step with INTEGRATIONS in tests/support/real_ha.py.
 # influxdb: its event_to_json is the reference the mapping tests compare against.
-INTEGRATIONS="http api websocket_api webhook automation input_text input_number input_boolean influxdb"
+# recorder, history: the backfill tests read HA's recorder through history/history_during_period.
+INTEGRATIONS="http api websocket_api webhook automation input_text input_number input_boolean influxdb recorder history"
 PY="${HOMEIQ_TEST_HA_PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 STAMP="$VENV/.complete"

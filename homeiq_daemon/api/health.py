@@ -10,6 +10,7 @@ degraded
   * Home Assistant is configured but not connected (reconnecting);
   * the sink is down (batches are going to the spool);
   * the spool holds points (a backlog is being replayed);
+  * a backfill from HA's recorder is running ("backfilling": history of the gap is being caught up);
   * connected, but no event for ``stale_event_s`` (15 min): a quiet home, or a stuck subscription;
   * the last flush took ``slow_flush_s`` (5 s) or more, or flushes average ``slow_flush_avg_s`` (2 s) or more;
   * periodic jobs average ``slow_tick_s`` (0.5 s) or more.
@@ -56,6 +57,22 @@ def _age(now: float, then: float | None) -> float | None:
     return None if then is None else round(max(0.0, now - then), 3)
 
 
+def _backfill(stats: Stats) -> dict[str, Any]:
+    state = "backfilling" if stats.backfill_running else "unavailable" if stats.backfill_unavailable else "idle"
+    unhealed = stats.backfill_unhealed
+    return {
+        "state": state,
+        "unavailable_reason": stats.backfill_unavailable,
+        "points": stats.backfill_points,
+        "runs": stats.backfill_runs,
+        "last_window_start_ns": stats.backfill_last_start_ns,
+        "last_window_end_ns": stats.backfill_last_end_ns,
+        "last_duration_s": None if stats.backfill_last_duration_s is None else round(stats.backfill_last_duration_s, 3),
+        "unhealed_entities": len(unhealed),
+        "unhealed": dict(list(unhealed.items())[:20]),
+    }
+
+
 def evaluate(
     stats: Stats,
     now: float,
@@ -89,6 +106,9 @@ def evaluate(
         critical.append(f"spool {fill:.0%} full")
     elif stats.spool_points > 0:
         degraded.append(f"spool backlog of {stats.spool_points} points")
+
+    if stats.backfill_running:
+        degraded.append("backfilling")
 
     last_event_age = _age(now, stats.last_event_at)
     if hub_configured and stats.hub_connected:
@@ -136,5 +156,6 @@ def evaluate(
         "ticks": {"average_ms": _ms(tick_avg), "count": stats.ticks.count},
         "points_written": stats.points_written,
         "points_dropped": sum(stats.points_dropped.values()),
+        "backfill": _backfill(stats),
     }
     return HealthReport(status, body)

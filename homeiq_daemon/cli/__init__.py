@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from homeiq_daemon import __version__
+from homeiq_daemon.cli import importhistory as importhistory_cli
 from homeiq_daemon.cli import metadata as cli_metadata
 from homeiq_daemon.cli import migrate as migrate_cli
 from homeiq_daemon.cli import switchbot as switchbot_cli
@@ -83,6 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     migrate_cli.add_parser(sub)
     cli_metadata.add_parsers(sub)  # devices, entities
     switchbot_cli.add_parser(sub)
+    importhistory_cli.add_parser(sub)
     return parser
 
 
@@ -215,6 +217,13 @@ def _leave_status(message: str) -> None:
     notify_failure(message)  # shown by `systemctl status homeiq`; a no-op outside systemd
 
 
+def cmd_import_history(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    configure_logging(settings.log)
+    os.umask(0o077)
+    return importhistory_cli.cmd_import_history(args, settings)
+
+
 def cmd_webhooks(args: argparse.Namespace) -> int:
     return webhooks_cli.run(args, _load_read_only(args))
 
@@ -230,6 +239,7 @@ COMMANDS = {
     "webhooks": cmd_webhooks,
     "switchbot": cmd_switchbot,
     "migrate-ha-config": migrate_cli.cmd_migrate,
+    "import-history": cmd_import_history,
     **cli_metadata.COMMANDS,
 }
 

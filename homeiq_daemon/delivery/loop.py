@@ -53,7 +53,8 @@ class Delivery:
         self.spool = spool
         self._stats = stats
         self._max_pending = settings.batch.max_pending_batches
-        self._retry_max_s = settings.influxdb.retry_max_s
+        # A down sink is probed at least every probe_max_s, so its recovery is noticed within that.
+        self._retry_max_s = min(settings.influxdb.retry_max_s, settings.influxdb.probe_max_s)
         self._drain_points = settings.spool.drain_batch_points
         self._pending: deque[Batch] = deque()
         self._overflow: deque[Batch] = deque()
@@ -76,6 +77,8 @@ class Delivery:
         self._stopping = False
         self._writer_task: asyncio.Task[None] | None = None
         self.on_progress: Callable[[], None] | None = None  # e.g. the systemd watchdog's liveness mark
+        # Called with each batch once it is safe: acknowledged by the sink or appended to the spool.
+        self.on_acknowledged: Callable[[Batch], None] | None = None
         self._refresh_spool_stats()
         self._report_damage()
 
@@ -153,6 +156,8 @@ class Delivery:
             raise
 
     def _spooled(self, batch: Batch, dropped: int) -> None:
+        if self.on_acknowledged is not None:
+            self.on_acknowledged(batch)
         if self._overflow and self._overflow[0] is batch:
             self._overflow.popleft()
         else:
@@ -241,6 +246,8 @@ class Delivery:
         for batch in batches:
             if self._pending and self._pending[0] is batch:
                 self._pending.popleft()
+            if self.on_acknowledged is not None:
+                self.on_acknowledged(batch)
         self._account(result)
         self._update_room()
         return True

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery.loop import Delivery
 from homeiq_daemon.model import EntityState, Origin, StateChange
-from homeiq_daemon.pipeline.batcher import Batcher
+from homeiq_daemon.pipeline.batcher import Batch, Batcher
 from homeiq_daemon.pipeline.mapping import PointMapper, TagSource
 from homeiq_daemon.pipeline.tracking import StateTracker
+from homeiq_daemon.pipeline.watermarks import Watermarks
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
 
@@ -21,17 +22,31 @@ log = get_logger("homeiq.pipeline")
 
 Listener = Callable[[StateChange], None]
 
+# Origins whose timestamps are Home Assistant's last_updated: they carry watermarks.
+_HA_ORIGINS = frozenset(("live", "snapshot", "gapfill"))
+
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, stats: Stats, delivery: Delivery, extra_tags: TagSource | None = None
+        self,
+        settings: Settings,
+        stats: Stats,
+        delivery: Delivery,
+        extra_tags: TagSource | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.stats = stats
         self.delivery = delivery
+        self.watermarks = watermarks
         self.tracker = StateTracker()
         self.mapper = PointMapper(settings.mapping, extra_tags)
-        self.batcher = Batcher(settings.batch.size, settings.batch.flush_interval_s, delivery.enqueue)
+        self.batcher = Batcher(settings.batch.size, settings.batch.flush_interval_s, self._hand_on)
         self.listeners: list[Listener] = []
+
+    def _hand_on(self, batch: Batch) -> None:
+        if self.watermarks is not None:
+            self.watermarks.track(batch)
+        self.delivery.enqueue(batch)
 
     def submit(self, change: StateChange) -> None:
         """Take one change from a source."""
@@ -73,7 +88,33 @@ class Pipeline:
         if line is None:
             self.stats.events_skipped["not_mapped"] += 1
             return
-        self.batcher.add(line)
+        if change.origin in _HA_ORIGINS:
+            self.batcher.add(line, change.entity_id, new_state.last_updated_ns, live=True)
+        else:
+            self.batcher.add(line)
+
+    def submit_history(self, states: Iterable[EntityState]) -> int:
+        """States from Home Assistant's recorder (a backfill): the same filters, mapping and schema as live
+        capture, with their own ``last_updated``; no listeners (webhooks are about now, and the metadata store's
+        latest state must not move backwards), no tracker (an older state is not a duplicate here)."""
+        mapper = self.mapper
+        add = self.batcher.add
+        mapped = 0
+        for state in states:
+            line = mapper.map_line(state)
+            if line is not None:
+                add(line, state.entity_id, state.last_updated_ns)
+                mapped += 1
+        self.stats.backfill_points += mapped
+        return mapped
+
+    def accepts(self, entity_id: str) -> bool:
+        """Whether the entity passes the include/exclude filter (what the daemon exports)."""
+        return self.mapper.accepts(entity_id)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure for work that can wait (a backfill): the delivery's in-memory bound."""
+        await self.delivery.wait_for_room()
 
     def flush(self) -> None:
         self.batcher.flush()

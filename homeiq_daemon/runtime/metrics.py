@@ -122,6 +122,7 @@ class StatsCollector:
                                   value=st.dead_letter_points)  # fmt: skip
         yield GaugeMetricFamily("homeiq_tick_duration_seconds_avg", "Average duration of periodic jobs.",
                                 value=st.ticks.average_s or 0.0)  # fmt: skip
+        yield from self._backfill_metrics(st)
         if self._store is not None:
             yield from self._store_metrics(self._store)
         if self._sync is not None:
@@ -135,6 +136,27 @@ class StatsCollector:
             yield CounterMetricFamily("homeiq_registry_events", "Registry update events seen.", value=sync.events)
             yield CounterMetricFamily("homeiq_registry_syncs", "Full registry syncs.", value=sync.full_syncs)
             yield CounterMetricFamily("homeiq_registry_failures", "Failed registry fetches.", value=sync.failures)
+
+    @staticmethod
+    def _backfill_metrics(st: Stats) -> Iterator[Any]:
+        yield CounterMetricFamily("homeiq_backfill_points", "Points backfilled from Home Assistant's recorder.",
+                                  value=st.backfill_points)  # fmt: skip
+        yield CounterMetricFamily("homeiq_backfill_runs", "Completed backfills.", value=st.backfill_runs)
+        yield GaugeMetricFamily("homeiq_backfill_running", "1 while a backfill is catching up.",
+                                value=1 if st.backfill_running else 0)  # fmt: skip
+        nan = float("nan")
+        start, end = st.backfill_last_start_ns, st.backfill_last_end_ns
+        yield GaugeMetricFamily("homeiq_backfill_last_window_start_seconds", "Start of the last backfill's window.",
+                                value=start / 1e9 if start is not None else nan)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_backfill_last_window_end_seconds", "End of the last backfill's window.",
+                                value=end / 1e9 if end is not None else nan)  # fmt: skip
+        duration = st.backfill_last_duration_s
+        yield GaugeMetricFamily("homeiq_backfill_last_duration_seconds", "How long the last backfill took.",
+                                value=duration if duration is not None else nan)  # fmt: skip
+        yield GaugeMetricFamily("homeiq_backfill_unhealed_entities", "Entities whose gap could not be healed.",
+                                value=len(st.backfill_unhealed))  # fmt: skip
+        yield GaugeMetricFamily("homeiq_backfill_available", "0 when HA's recorder history cannot be read.",
+                                value=0 if st.backfill_unavailable else 1)  # fmt: skip
 
     @staticmethod
     def _store_metrics(store: MetadataStore) -> Iterator[Any]:

@@ -65,6 +65,15 @@ class Stats:
     dead_letter_points: int = 0
     dead_letter_recent: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=10))  # (time, why)
     ticks: DurationWindow = field(default_factory=DurationWindow)
+    # Backfill from Home Assistant's recorder (sources/homeassistant/backfill.py).
+    backfill_points: int = 0
+    backfill_running: bool = False
+    backfill_runs: int = 0
+    backfill_last_start_ns: int | None = None  # the window of the last completed run (HA time, ns)
+    backfill_last_end_ns: int | None = None
+    backfill_last_duration_s: float | None = None
+    backfill_unavailable: str | None = None  # why the recorder cannot be asked at all (None: it can)
+    backfill_unhealed: dict[str, str] = field(default_factory=dict)  # entity_id -> why its gap stays
     progress: ProgressBoard = field(default_factory=ProgressBoard)  # long work: replay, drain, backfill, import
 
     # Properties, so every place that flips a state also stamps when: the status page shows "since when".

@@ -33,7 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_SCRIPT = REPO_ROOT / "scripts" / "ensure-ha.sh"
 HA_VERSION = "2024.3.3"
 # Keep in step with INTEGRATIONS in scripts/ensure-ha.sh (which installs what they need at runtime).
-INTEGRATIONS = ("http", "api", "websocket_api", "webhook", "automation", "input_text", "input_number", "input_boolean")
+INTEGRATIONS = (
+    "http", "api", "websocket_api", "webhook", "automation", "input_text", "input_number", "input_boolean",
+    "recorder", "history",
+)  # fmt: skip
 
 # A failed WebSocket or REST login makes HA log this line (homeassistant/components/http/ban.py).
 INVALID_AUTH_LOG = "Login attempt or request with invalid authentication"
@@ -66,7 +69,7 @@ input_number:
 {input_number}
 input_boolean:
 {input_boolean}
-logger:
+{recorder}logger:
   default: warning
   logs:
     homeassistant.bootstrap: info
@@ -126,6 +129,8 @@ class RealHomeAssistant:
         input_boolean: dict[str, dict[str, Any]] | None = None,
         extra_yaml: str = "",
         secrets: dict[str, str] | None = None,
+        recorder: bool = False,
+        commit_interval_s: int = 1,
     ) -> None:
         self.root = root
         self.venv = venv
@@ -145,6 +150,9 @@ class RealHomeAssistant:
         """Appended to configuration.yaml as written (more integrations, e.g. an ``influxdb:`` block)."""
         self.secrets = secrets or {}
         """Written to secrets.yaml beside it, for ``!secret`` references in ``extra_yaml``."""
+        self.recorder = recorder
+        """Load ``recorder:`` (SQLite in the config dir, committing every ``commit_interval_s``) and ``history:``."""
+        self.commit_interval_s = commit_interval_s
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.token = ""
@@ -165,9 +173,17 @@ class RealHomeAssistant:
 
     def _write_config(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
+        recorder = ""
+        if self.recorder:
+            # A short commit interval keeps tests fast; HA's default is 5 s.
+            recorder = (
+                f'recorder:\n  db_url: "sqlite:///{self.config_dir / "home-assistant_v2.db"}"\n'
+                f"  commit_interval: {self.commit_interval_s}\n  purge_keep_days: 10\nhistory:\n"
+            )
         text = _CONFIG.format(
             port=self.port,
             login_attempts_threshold=self.login_attempts_threshold,
+            recorder=recorder,
             **{domain: _yaml_block(helpers) for domain, helpers in self._helpers.items()},
         )
         (self.config_dir / "configuration.yaml").write_text(text + self.extra_yaml)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -28,13 +28,14 @@ import aiohttp
 from homeiq_daemon import __version__
 from homeiq_daemon.config import HomeAssistantSettings
 from homeiq_daemon.errors import AuthError, ProtocolError
-from homeiq_daemon.model import Origin
+from homeiq_daemon.model import EntityState, Origin
 from homeiq_daemon.pipeline.core import Pipeline
 from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant import messages as hamessages
+from homeiq_daemon.sources.homeassistant.backfill import Backfill
 
 log = get_logger("homeiq.ha")
 
@@ -164,6 +165,59 @@ class HAConnection:
             log.warning("ha.message_skipped", reason=reason[:200], count=n)
 
 
+async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float, expected: str) -> dict[str, Any]:
+    try:
+        frame = await ws.receive(timeout=timeout_s)
+    except TimeoutError:
+        raise ConnectionLost(f"no {expected} within {timeout_s:g} s") from None
+    if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+        raise ConnectionLost(f"connection closed during handshake ({frame.type.name})")
+    messages = hamessages.decode_frame(frame.data)
+    return messages[0]
+
+
+async def authenticate(ws: aiohttp.ClientWebSocketResponse, s: HomeAssistantSettings, url: str) -> None:
+    """``auth_required`` -> ``auth`` -> ``auth_ok``; AuthError (never retried) on ``auth_invalid``."""
+    assert s.token is not None
+    first = await _receive_json(ws, s.handshake_timeout_s, "auth_required")
+    if first.get("type") != "auth_required":
+        raise ProtocolError(f"expected auth_required, got {str(first.get('type'))[:40]!r}")
+    await ws.send_str(hamessages.auth(s.token.get_secret_value()))
+    reply = await _receive_json(ws, s.handshake_timeout_s, "auth_ok")
+    if reply.get("type") == "auth_invalid":
+        reason = reply.get("message", "auth_invalid")
+        raise AuthError(
+            f"Home Assistant at {url} rejected the access token ({reason}). "
+            "Create a new long-lived access token in your HA profile and set home_assistant.token; "
+            "not retrying, because HA bans addresses after repeated failed logins."
+        )
+    if reply.get("type") != "auth_ok":
+        raise ProtocolError(f"expected auth_ok, got {str(reply.get('type'))[:40]!r}")
+    log.debug("ha.authenticated", ha_version=reply.get("ha_version"))
+
+
+@contextlib.asynccontextmanager
+async def open_connection(s: HomeAssistantSettings, stats: Stats) -> AsyncIterator[HAConnection]:
+    """One authenticated connection with its reader running, for one-shot commands (import-history)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s)
+    async with (
+        aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": f"homeiq-daemon/{__version__}"}) as session,
+        session.ws_connect(s.websocket_url, max_msg_size=s.max_message_bytes, ssl=s.verify_ssl) as ws,
+    ):
+        async with asyncio.timeout(s.handshake_timeout_s * 2):
+            await authenticate(ws, s, redact_url(s.websocket_url))
+        conn = HAConnection(ws, stats)
+        reader = asyncio.create_task(conn.read_loop(), name="homeiq-ha-reader")
+        try:
+            with contextlib.suppress(CommandFailed):
+                await conn.call("supported_features", features={"coalesce_messages": 1}, timeout_s=10.0)
+            yield conn
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
+                await reader
+
+
 class HomeAssistantSource:
     def __init__(self, settings: HomeAssistantSettings, pipeline: Pipeline, stats: Stats) -> None:
         assert settings.url is not None
@@ -178,6 +232,14 @@ class HomeAssistantSource:
         self.url = settings.websocket_url
         self.shown_url = redact_url(self.url)  # for logs and errors: no user:password@, no query
         self._malformed_events = 0
+        watermarks = pipeline.watermarks
+        self.backfill = (
+            Backfill(settings.backfill, pipeline, watermarks, stats)
+            if watermarks is not None and settings.backfill.enabled
+            else None
+        )
+        self._backfill_task: asyncio.Task[None] | None = None
+        self._last_connected_at: float | None = None  # monotonic end of the last good connection
 
     def add_connect_hook(self, hook: ConnectHook) -> None:
         """Called after every (re)connect and snapshot, with the live connection (e.g. registry sync)."""
@@ -215,14 +277,25 @@ class HomeAssistantSource:
                     attempt = 0
                 attempt += 1
                 self._stats.reconnects += 1
-                delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._settings.reconnect_max_s)
+                delay = backoff_delay(attempt, self._settings.reconnect_initial_s, self._reconnect_cap_s())
                 # The first failure warns; repeats stay quiet, but a long outage still shows every 20th attempt.
                 logger = log.warning if attempt == 1 else log.info if attempt % 20 == 0 else log.debug
                 logger("ha.disconnected", url=self.shown_url, error=error[:300], retry_in_s=round(delay, 1),
                        attempt=attempt)  # fmt: skip
                 await asyncio.sleep(delay)
 
+    def _reconnect_cap_s(self) -> float:
+        """A short cap while the last good connection ended recently (an HA restart or a blip is back in
+        seconds and must be noticed within seconds), the long one for a host that stays away."""
+        s = self._settings
+        last = self._last_connected_at
+        if last is not None and time.monotonic() - last < s.reconnect_recent_window_s:
+            return min(s.reconnect_max_s, s.reconnect_recent_max_s)
+        return s.reconnect_max_s
+
     def _set_disconnected(self) -> None:
+        if self._stats.hub_connected:
+            self._last_connected_at = time.monotonic()
         self.connected.clear()
         self._stats.hub_connected = False
         self._stats.hub_state = "disconnected"
@@ -250,45 +323,25 @@ class HomeAssistantSource:
                 await self._setup(conn)
                 await self._heartbeat(conn, reader)
             finally:
+                if self._backfill_task is not None:
+                    self._backfill_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await self._backfill_task
+                    self._backfill_task = None
+                    self._stats.backfill_running = False
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionLost):
                     await reader
 
     async def _authenticate(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        s = self._settings
-        assert s.token is not None
         self._stats.hub_state = "authenticating"
-        first = await self._receive_json(ws, s.handshake_timeout_s, "auth_required")
-        if first.get("type") != "auth_required":
-            raise ProtocolError(f"expected auth_required, got {str(first.get('type'))[:40]!r}")
-        await ws.send_str(hamessages.auth(s.token.get_secret_value()))
-        reply = await self._receive_json(ws, s.handshake_timeout_s, "auth_ok")
-        if reply.get("type") == "auth_invalid":
-            reason = reply.get("message", "auth_invalid")
-            raise AuthError(
-                f"Home Assistant at {self.shown_url} rejected the access token ({reason}). "
-                "Create a new long-lived access token in your HA profile and set home_assistant.token; "
-                "not retrying, because HA bans addresses after repeated failed logins."
-            )
-        if reply.get("type") != "auth_ok":
-            raise ProtocolError(f"expected auth_ok, got {str(reply.get('type'))[:40]!r}")
-        log.debug("ha.authenticated", ha_version=reply.get("ha_version"))
-
-    @staticmethod
-    async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float, expected: str) -> dict[str, Any]:
-        try:
-            frame = await ws.receive(timeout=timeout_s)
-        except TimeoutError:
-            raise ConnectionLost(f"no {expected} within {timeout_s:g} s") from None
-        if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-            raise ConnectionLost(f"connection closed during handshake ({frame.type.name})")
-        messages = hamessages.decode_frame(frame.data)
-        return messages[0]
+        await authenticate(ws, self._settings, self.shown_url)
 
     async def _setup(self, conn: HAConnection) -> None:
         with contextlib.suppress(CommandFailed):
             await conn.call("supported_features", features={"coalesce_messages": 1}, timeout_s=10.0)
         await conn.subscribe("state_changed", self._on_state_changed)
+        live_since = time.monotonic()
         for event_type, handler in self._event_handlers.items():
             await conn.subscribe(event_type, handler)
         raw_states = await conn.call("get_states", timeout_s=120.0)
@@ -306,6 +359,10 @@ class HomeAssistantSource:
         self._stats.hub_state = "connected"
         self._stats.hub_down_since = None
         self.connected.set()
+        if self.backfill is not None:
+            self._backfill_task = asyncio.create_task(
+                self._run_backfill(self.backfill, conn, states, live_since), name="homeiq-ha-backfill"
+            )
         log.info(
             "ha.connected",
             url=self.shown_url,
@@ -313,6 +370,17 @@ class HomeAssistantSource:
             **{"gap_filled" if origin == "gapfill" else "snapshot_points": emitted},
         )
         self.first_connection.set()
+
+    async def _run_backfill(
+        self, backfill: Backfill, conn: HAConnection, states: list[EntityState], live_since: float
+    ) -> None:
+        try:
+            await backfill.run(conn.call, states, self._pipeline.accepts, live_since)
+        except (ConnectionLost, TimeoutError, ProtocolError, CommandFailed) as exc:
+            # The next connection starts it again from the same watermarks.
+            log.info("backfill.interrupted", error=str(exc)[:200] or type(exc).__name__)
+        except Exception:  # a bug here must not end the live stream
+            log.exception("backfill.failed")
 
     async def _heartbeat(self, conn: HAConnection, reader: asyncio.Task[None]) -> None:
         s = self._settings
