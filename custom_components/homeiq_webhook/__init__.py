@@ -2,7 +2,9 @@
 
 Home Assistant's own webhook trigger cannot check a signature (automations never see the headers or the
 raw body), so this integration registers the webhook itself, verifies the Standard Webhooks signature and
-timestamp, answers 401 to anything forged or stale, and fires an event that automations trigger on::
+timestamp, answers 401 to anything forged or stale, and fires an event that automations trigger on.
+Add a webhook from Settings -> Devices & services -> Add integration -> "homeiq verified webhooks" (a config
+entry per webhook), or in YAML::
 
     # configuration.yaml
     homeiq_webhook:
@@ -34,24 +36,26 @@ from typing import Any
 import voluptuous as vol
 from aiohttp.web import Request, Response
 from homeassistant.components import webhook
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.typing import ConfigType
 
+from .const import (
+    CONF_EVENT_TYPE,
+    CONF_LOCAL_ONLY,
+    CONF_SECRET,
+    CONF_TOLERANCE,
+    CONF_WEBHOOK_ID,
+    DEFAULT_EVENT_TYPE,
+    DOMAIN,
+)
 from .signature import DEFAULT_TOLERANCE_S, InvalidDelivery, InvalidSecret, parse_secrets, verify
 
 _LOGGER = logging.getLogger(__name__)
 
-DOMAIN = "homeiq_webhook"
-DEFAULT_EVENT_TYPE = "homeiq_webhook"
 MAX_BODY_BYTES = 1024 * 1024
 REMEMBERED_IDS = 1024
-
-CONF_WEBHOOK_ID = "webhook_id"
-CONF_SECRET = "secret"  # noqa: S105 - a configuration key
-CONF_EVENT_TYPE = "event_type"
-CONF_LOCAL_ONLY = "local_only"
-CONF_TOLERANCE = "tolerance_s"
 
 HOOK_SCHEMA = vol.Schema(
     {
@@ -106,20 +110,45 @@ class _Hook:
         return Response(status=HTTPStatus.OK, text="ok")
 
 
+def _register(hass: HomeAssistant, options: dict[str, Any]) -> None:
+    """Raises InvalidSecret; ValueError when the webhook id is taken."""
+    keys = parse_secrets(options[CONF_SECRET])
+    hook = _Hook(
+        keys, options.get(CONF_EVENT_TYPE, DEFAULT_EVENT_TYPE), int(options.get(CONF_TOLERANCE, DEFAULT_TOLERANCE_S))
+    )
+    webhook.async_register(
+        hass,
+        DOMAIN,
+        "homeiq verified webhook",
+        options[CONF_WEBHOOK_ID],
+        hook.handle,
+        local_only=bool(options.get(CONF_LOCAL_ONLY, True)),
+    )
+
+
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    for entry in config.get(DOMAIN, []):
+    for entry in config.get(DOMAIN, []) or []:
         try:
-            keys = parse_secrets(entry[CONF_SECRET])
+            _register(hass, entry)
         except InvalidSecret as err:
             _LOGGER.error("homeiq_webhook: %s", err)
             return False
-        hook = _Hook(keys, entry[CONF_EVENT_TYPE], entry[CONF_TOLERANCE])
-        webhook.async_register(
-            hass,
-            DOMAIN,
-            "homeiq verified webhook",
-            entry[CONF_WEBHOOK_ID],
-            hook.handle,
-            local_only=entry[CONF_LOCAL_ONLY],
-        )
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """A webhook added through the config flow (Settings -> Devices & services)."""
+    try:
+        _register(hass, dict(entry.data))
+    except InvalidSecret as err:
+        _LOGGER.error("homeiq_webhook %s: %s", entry.title, err)
+        return False
+    except ValueError:  # the same id is configured in YAML too
+        _LOGGER.error("homeiq_webhook %s: webhook id already registered (in YAML?)", entry.title)
+        return False
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    webhook.async_unregister(hass, entry.data[CONF_WEBHOOK_ID])
     return True

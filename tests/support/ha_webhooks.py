@@ -24,6 +24,8 @@ class HomeAssistantWithWebhooks(RealHomeAssistant):
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(INTEGRATION_DIR, target, ignore=shutil.ignore_patterns("__pycache__"))
+        if not self.verified_hooks:  # set up through config entries only
+            return
         with (self.config_dir / "configuration.yaml").open("a") as fh:
             fh.write("homeiq_webhook:\n")
             for hook in self.verified_hooks:
