@@ -99,16 +99,22 @@ async def test_v2_contract_headers_gzip_and_partial_write(influx2: FakeInflux2, 
 
 
 async def test_v2_retry_after_is_honoured(influx2: FakeInflux2, tmp_path: Path) -> None:
-    influx2.fail_next = [(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})]
+    influx2.fail_next = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "0"})]
     settings = InfluxDBSettings(url=influx2.url, api_version=2, org="home", bucket="ha", token="tok")
-    writer, stats, _ = await _writer(settings, tmp_path)
-    started = time.monotonic()
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:  # the writer's wait between attempts, recorded, not slept
+        waits.append(seconds)
+
+    stats = Stats()
+    writer = InfluxWriter(settings, DeadLetters(tmp_path / "deadletter"), stats, sleep=record)
+    await writer.start()
     try:
         result = await writer.write(b"m value=1.0 1\n", 1)
     finally:
         await writer.close()
     assert result.written == 1
-    assert time.monotonic() - started >= 1.0
+    assert waits == [7.0, 0.0]  # exactly what each Retry-After asked for
     assert stats.sink_errors["429"] == 1
     assert stats.sink_errors["503"] == 1
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -64,9 +65,13 @@ def _open_session(settings: InfluxDBSettings, auth: aiohttp.BasicAuth | None) ->
 
 
 class InfluxWriter:
-    def __init__(self, settings: InfluxDBSettings, dead_letters: DeadLetters, stats: Stats) -> None:
+    def __init__(
+        self, settings: InfluxDBSettings, dead_letters: DeadLetters, stats: Stats,
+        *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         assert settings.url is not None
         self._settings = settings
+        self._sleep = sleep  # the wait between attempts (tests record it instead of waiting)
         self._dead_letters = dead_letters
         self._stats = stats
         self._session: aiohttp.ClientSession | None = None
@@ -120,6 +125,7 @@ class InfluxWriter:
             wait=wait,
             retry=retry_if_exception_type(TransientSinkError),
             reraise=True,
+            sleep=self._sleep,
         )
         async for attempt in retrying:
             with attempt:
