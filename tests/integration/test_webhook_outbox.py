@@ -1,5 +1,9 @@
 """The webhook service end to end on loopback: real SQLite outbox, real aiohttp receiver, real clock.
 
+No assertion here measures time: waits are polls with a generous ceiling, "nothing more arrives" is checked
+after the service stopped (so nothing can still be in flight), and Retry-After by the delay the dispatcher
+schedules (its ``webhook.retrying`` log).
+
 Retries, Retry-After, final 4xx, the horizon, per-rule order, per-target concurrency, restarts and a
 receiver that never answers. Secrets are fresh per test; signatures are checked by ``standardwebhooks``.
 """
@@ -16,13 +20,15 @@ from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 
 from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.model import EntityState, StateChange
 from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.outbox import read_log
-from homeiq_daemon.webhooks.service import WebhookService
+from homeiq_daemon.webhooks.service import STOP_GRACE_S, WebhookService
 from homeiq_daemon.webhooks.signing import encode_secret
+from tests.support.daemon import eventually
 from tests.support.webhook_receiver import Receiver
 
 SECRET = encode_secret(os.urandom(32))
@@ -78,16 +84,23 @@ async def started(settings: WebhookSettings, db: Path) -> WebhookService:
     return service
 
 
+STOP_BUDGET_S = 5.0
+
+
 async def stop(service: WebhookService) -> None:
-    await service.stop(time.monotonic() + 5)
+    """Stop as the app does, and fail if the stop hangs past its budget plus the dispatcher's grace or leaves
+    a webhook task running."""
+    limit_s = STOP_BUDGET_S + STOP_GRACE_S + 5
+    try:
+        await asyncio.wait_for(service.stop(time.monotonic() + STOP_BUDGET_S), limit_s)
+    except TimeoutError:
+        raise AssertionError(f"the webhook service did not stop within {limit_s:g} s") from None
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("homeiq-webhook") and not t.done()]
+    assert left == [], f"tasks still running after stop: {left}"
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    await eventually(predicate, "the webhook service", timeout)
 
 
 async def test_delivered_signed_and_recorded(receiver: Receiver, tmp_path: Path) -> None:
@@ -106,7 +119,7 @@ async def test_delivered_signed_and_recorded(receiver: Receiver, tmp_path: Path)
         assert got.headers["content-type"] == "application/json"
         await wait_until(lambda: service.stats.deliveries["delivered"] == 1)
         assert len(service.stats.latency_s) == 1
-        assert service.stats.latency_s[0] < 5
+        assert service.stats.latency_s[0] >= 0
     finally:
         await stop(service)
     [row] = read_log(tmp_path / "webhooks.db")
@@ -137,11 +150,13 @@ async def test_retry_after_is_honoured_and_id_is_stable(receiver: Receiver, tmp_
     receiver.answer(429, headers={"Retry-After": "1"})
     service = await started(settings_for(receiver.url), tmp_path / "webhooks.db")
     try:
-        Door(service).open_close(1)
-        got = await receiver.wait_for(3, timeout=10)
+        with capture_logs() as logs:
+            Door(service).open_close(1)
+            got = await receiver.wait_for(3, timeout=30)
         assert [r.status for r in got] == [503, 429, 200]
-        assert got[1].arrived - got[0].arrived >= 0.95  # backoff alone would retry after ~0.05-0.1 s
-        assert got[2].arrived - got[1].arrived >= 0.95
+        # The delay scheduled after each refusal is the server's Retry-After (backoff alone: 0.05-0.2 s).
+        retries = [e for e in logs if e["event"] == "webhook.retrying"]
+        assert [(e["status"], e["retry_in_s"]) for e in retries] == [(503, 1.0), (429, 1.0)]
         assert len({r.webhook_id for r in got}) == 1
         assert len({r.headers["webhook-signature"] for r in got}) >= 1
         for r in got:
@@ -157,10 +172,9 @@ async def test_client_error_is_final_and_408_is_retried(receiver: Receiver, tmp_
     try:
         Door(service).open_close(1)
         await wait_until(lambda: service.stats.deliveries["rejected"] == 1)
-        await asyncio.sleep(0.5)
-        assert [r.status for r in receiver.received] == [408, 404]
     finally:
         await stop(service)
+    assert [r.status for r in receiver.received] == [408, 404]  # stopped: nothing more can be on its way
     [row] = read_log(tmp_path / "webhooks.db", failed_only=True)
     assert (row.status, row.last_status, row.attempts) == ("rejected", 404, 2)
     assert row.last_error is not None
@@ -172,13 +186,12 @@ async def test_dead_letter_after_horizon(receiver: Receiver, tmp_path: Path) -> 
     service = await started(settings_for(receiver.url, horizon_s=1.0), tmp_path / "webhooks.db")
     try:
         Door(service).open_close(1)
-        await wait_until(lambda: service.stats.dead_letters == 1, timeout=10)
+        await wait_until(lambda: service.stats.dead_letters == 1)
         attempts = len(receiver.received)
         assert attempts >= 3
-        await asyncio.sleep(0.5)
-        assert len(receiver.received) == attempts  # nothing after the dead letter
     finally:
         await stop(service)
+    assert len(receiver.received) == attempts  # nothing after the dead letter
     [row] = read_log(tmp_path / "webhooks.db", failed_only=True)
     assert row.status == "dead"
     assert row.last_status == 500
@@ -224,22 +237,19 @@ async def test_restart_mid_retry_delivers_once(receiver: Receiver, tmp_path: Pat
     pending = [row for row in read_log(db) if row.status == "pending"]
     assert len(pending) == 2
     assert pending[-1].attempts >= 1
-    before = len(receiver.received)
-    await asyncio.sleep(0.5)
-    assert len(receiver.received) == before  # stopped means stopped
+    # Stopped means stopped: the helper checked that no webhook task is left to send anything.
 
     receiver.default_status = 200
     service = await started(settings_for(receiver.url), db)
     try:
         await receiver.wait_for(2, delivered=True)
-        await asyncio.sleep(0.5)
-        delivered_ids = [r.webhook_id for r in receiver.delivered]
-        assert sorted(delivered_ids) == sorted(row.id for row in pending)
-        assert len(delivered_ids) == 2  # once each
-        first_seen = [r.webhook_id for r in receiver.received]
-        assert first_seen.index(pending[-1].id) < first_seen.index(pending[0].id)  # (log is newest first)
     finally:
         await stop(service)
+    delivered_ids = [r.webhook_id for r in receiver.delivered]
+    assert sorted(delivered_ids) == sorted(row.id for row in pending)
+    assert len(delivered_ids) == 2  # once each
+    first_seen = [r.webhook_id for r in receiver.received]
+    assert first_seen.index(pending[-1].id) < first_seen.index(pending[0].id)  # (log is newest first)
     assert {row.status for row in read_log(db)} == {"delivered"}
 
 
@@ -249,23 +259,17 @@ async def test_hanging_receiver_never_slows_the_pipeline(receiver: Receiver, tmp
     service = await started(settings_for(receiver.url, *rules), tmp_path / "webhooks.db")
     try:
         sensor = Door(service, "sensor.power")
-        worst = 0.0
-        start = time.perf_counter()
+        # The pipeline hands changes over with a plain call: it cannot wait on the network by construction
+        # (how fast it is belongs in bench/). 2000 changes are taken while the only request hangs.
+        assert not asyncio.iscoroutinefunction(service.on_change)
         for value in range(2000):
-            t0 = time.perf_counter()
             sensor.set(str(value))
-            worst = max(worst, time.perf_counter() - t0)
             if value % 100 == 0:
                 await asyncio.sleep(0)  # let the outbox writer and lanes run, as the event loop would
-        total = time.perf_counter() - start
-        assert total < 2.0
-        assert worst < 0.05
         await wait_until(lambda: service.stats.pending == 2000)
         assert receiver.in_flight == 1  # one rule: its lane waits on the hanging request, in order
     finally:
-        t0 = time.monotonic()
-        await stop(service)
-        assert time.monotonic() - t0 < 5
+        await stop(service)  # fails on a stop the hanging request holds past its deadline
     assert len(read_log(tmp_path / "webhooks.db", limit=5000)) == 2000
 
 
@@ -274,11 +278,10 @@ async def test_outbox_bound_drops_and_counts(receiver: Receiver, tmp_path: Path)
     service = await started(settings_for(receiver.url, max_pending=5), tmp_path / "webhooks.db")
     try:
         Door(service).open_close(8)
-        await asyncio.sleep(0.2)
-        assert service.stats.deliveries["dropped"] == 3
-        assert service.stats.pending == 5
+        await wait_until(lambda: service.stats.deliveries["dropped"] == 3 and service.stats.pending == 5)
     finally:
         await stop(service)
+    assert service.stats.deliveries["dropped"] == 3  # and no more once everything settled
 
 
 async def test_removed_target_is_dead_lettered(receiver: Receiver, tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from homeiq_daemon.model import EntityState, StateChange
 from homeiq_daemon.pipeline.batcher import Batch, Batcher
 from homeiq_daemon.pipeline.tracking import StateTracker
+from tests.support.virtual_time import run_virtual, virtual_loop
 
 
 async def test_flush_on_size_keeps_order() -> None:
@@ -21,18 +24,27 @@ async def test_flush_on_size_keeps_order() -> None:
     assert batches[0].body() == b"l0\nl1\nl2\n"
 
 
-async def test_flush_on_time_after_first_point() -> None:
-    batches: list[Batch] = []
-    batcher = Batcher(1000, 0.1, batches.append)
-    batcher.add("a")
-    await asyncio.sleep(0.05)
-    batcher.add("b")  # does not restart the clock
-    assert batches == []
-    await asyncio.sleep(0.1)
-    assert [b.lines for b in batches] == [["a", "b"]]
-    batcher.add("c")
-    await asyncio.sleep(0.15)
-    assert [b.lines for b in batches] == [["a", "b"], ["c"]]
+def test_flush_on_time_after_first_point() -> None:
+    """On a virtual clock: the flush comes exactly flush_interval_s after the first point of a batch."""
+    batches: list[tuple[float, list[str]]] = []
+
+    async def main() -> None:
+        loop = virtual_loop()
+        batcher = Batcher(1000, 0.1, lambda batch: batches.append((loop.time(), batch.lines)))
+        batcher.add("a")
+        await asyncio.sleep(0.05)
+        batcher.add("b")  # does not restart the clock
+        await asyncio.sleep(0.0499)
+        assert batches == []
+        await asyncio.sleep(0.0002)
+        assert batches == [(pytest.approx(0.1), ["a", "b"])]
+        await asyncio.sleep(1.0)  # an idle batcher arms no timer
+        batcher.add("c")
+        await asyncio.sleep(0.2)
+        assert batches[1] == (pytest.approx(1.2001), ["c"])
+        assert len(batches) == 2
+
+    run_virtual(main())
 
 
 def _state(entity_id: str, value: str, t: int) -> EntityState:

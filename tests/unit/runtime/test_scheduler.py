@@ -1,17 +1,20 @@
-"""The periodic-work scheduler: a failing, slow or hung tick never stops the schedule."""
+"""The periodic-work scheduler: a failing, slow or hung tick never stops the schedule.
+
+Run on a virtual clock (tests/support/virtual_time.py): the schedule's times are exact and nothing waits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import time
 
 import pytest
 from structlog.testing import capture_logs
 
 from homeiq_daemon.runtime.scheduler import Scheduler
 from homeiq_daemon.runtime.stats import Stats
+from tests.support.virtual_time import run_virtual, virtual_loop
 
 
 async def run_for(scheduler: Scheduler, seconds: float) -> None:
@@ -22,7 +25,7 @@ async def run_for(scheduler: Scheduler, seconds: float) -> None:
         await task
 
 
-async def test_an_exception_is_logged_with_traceback_counted_and_the_job_goes_on() -> None:
+def test_an_exception_is_logged_with_traceback_counted_and_the_job_goes_on() -> None:
     calls = 0
 
     async def flaky() -> None:
@@ -31,105 +34,135 @@ async def test_an_exception_is_logged_with_traceback_counted_and_the_job_goes_on
         if calls % 2:
             raise RuntimeError(f"retention failed #{calls}")
 
-    scheduler = Scheduler(Stats())
-    job = scheduler.every("retention", 0.05, flaky, run_at_start=True)
-    with capture_logs() as logs:
-        await run_for(scheduler, 0.33)
-    assert calls >= 6
-    assert job.failures == (calls + 1) // 2
-    assert scheduler.failures["retention"] == job.failures
-    assert job.last_error is not None
-    assert job.last_error.startswith("RuntimeError: retention failed #")
-    failed = [e for e in logs if e["event"] == "scheduler.tick_failed"]
-    assert len(failed) == job.failures
-    assert failed[0]["exc_info"] is True  # the traceback is rendered by the configured chain
-    assert failed[0]["job"] == "retention"
+    async def main() -> None:
+        scheduler = Scheduler(Stats())
+        job = scheduler.every("retention", 0.05, flaky, run_at_start=True)
+        with capture_logs() as logs:
+            await run_for(scheduler, 0.33)
+        assert calls == 7  # at 0, 0.05, ..., 0.30
+        assert job.failures == 4
+        assert scheduler.failures["retention"] == 4
+        assert job.last_error == "RuntimeError: retention failed #7"
+        failed = [e for e in logs if e["event"] == "scheduler.tick_failed"]
+        assert len(failed) == 4
+        assert failed[0]["exc_info"] is True  # the traceback is rendered by the configured chain
+        assert failed[0]["job"] == "retention"
+
+    run_virtual(main())
 
 
-async def test_a_slow_tick_warns_and_feeds_the_durations() -> None:
+def test_a_slow_tick_warns_and_feeds_the_durations() -> None:
     async def slow() -> None:
         await asyncio.sleep(0.08)
 
-    stats = Stats()
-    scheduler = Scheduler(stats, slow_tick_s=0.05)
-    job = scheduler.every("metadata_refresh", 10.0, slow)
-    with capture_logs() as logs:
-        assert await scheduler.run_tick_safe(job) is True
-    (warning,) = [e for e in logs if e["event"] == "scheduler.tick_slow"]
-    assert warning["log_level"] == "warning"
-    assert warning["job"] == "metadata_refresh"
-    assert warning["seconds"] >= 0.08
-    assert stats.ticks.count == 1
-    assert stats.ticks.last_s is not None
-    assert stats.ticks.last_s >= 0.08
-    described = scheduler.describe()["metadata_refresh"]
-    assert described["runs"] == 1
-    assert described["failures"] == 0
-    assert isinstance(described["last_ms"], float)
-    assert described["last_ms"] >= 80
+    async def main() -> None:
+        stats = Stats()
+        scheduler = Scheduler(stats, slow_tick_s=0.05)
+        job = scheduler.every("metadata_refresh", 10.0, slow)
+        with capture_logs() as logs:
+            assert await scheduler.run_tick_safe(job) is True
+        (warning,) = [e for e in logs if e["event"] == "scheduler.tick_slow"]
+        assert warning["log_level"] == "warning"
+        assert warning["job"] == "metadata_refresh"
+        assert warning["seconds"] == 0.08
+        assert stats.ticks.count == 1
+        assert stats.ticks.last_s == pytest.approx(0.08)
+        described = scheduler.describe()["metadata_refresh"]
+        assert described["runs"] == 1
+        assert described["failures"] == 0
+        assert described["last_ms"] == 80.0
+
+    run_virtual(main())
 
 
-async def test_a_hung_tick_is_cancelled_at_its_timeout_and_the_next_one_runs() -> None:
-    started = 0
+def test_a_fast_tick_does_not_warn() -> None:
+    async def quick() -> None:
+        await asyncio.sleep(0.04)
+
+    async def main() -> None:
+        scheduler = Scheduler(Stats(), slow_tick_s=0.05)
+        job = scheduler.every("status", 10.0, quick)
+        with capture_logs() as logs:
+            assert await scheduler.run_tick_safe(job) is True
+        assert [e for e in logs if e["event"] == "scheduler.tick_slow"] == []
+
+    run_virtual(main())
+
+
+def test_a_hung_tick_is_cancelled_at_its_timeout_and_the_next_one_runs() -> None:
+    starts: list[float] = []
 
     async def hangs_once() -> None:
-        nonlocal started
-        started += 1
-        if started == 1:
+        starts.append(virtual_loop().time())
+        if len(starts) == 1:
             await asyncio.Event().wait()
 
-    scheduler = Scheduler(Stats())
-    job = scheduler.every("delivery_log_cleanup", 0.05, hangs_once, run_at_start=True, timeout_s=0.1)
-    with capture_logs() as logs:
-        await run_for(scheduler, 0.4)
-    assert started >= 3
-    assert job.failures == 1
-    assert job.last_error == "timed out after 0.1 s"
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["scheduler.tick_timeout"]
+    async def main() -> None:
+        scheduler = Scheduler(Stats())
+        job = scheduler.every("delivery_log_cleanup", 0.05, hangs_once, run_at_start=True, timeout_s=0.1)
+        with capture_logs() as logs:
+            await run_for(scheduler, 0.4)
+        # Cancelled at 0.1 s; the planned runs it overran are skipped and the schedule goes on from there.
+        assert starts[:3] == pytest.approx([0.0, 0.15, 0.2])
+        assert job.failures == 1
+        assert job.last_error == "timed out after 0.1 s"
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["scheduler.tick_timeout"]
+
+    run_virtual(main())
 
 
-async def test_the_jobs_own_timeout_is_an_ordinary_failure() -> None:
+def test_the_jobs_own_timeout_is_an_ordinary_failure() -> None:
     async def times_out() -> None:
         raise TimeoutError("HA did not answer")
 
-    scheduler = Scheduler(Stats())
-    job = scheduler.every("metadata_refresh", 60.0, times_out)
-    with capture_logs() as logs:
-        assert await scheduler.run_tick_safe(job) is False
-    assert job.last_error == "TimeoutError: HA did not answer"
-    assert [e["event"] for e in logs] == ["scheduler.tick_failed"]
+    async def main() -> None:
+        scheduler = Scheduler(Stats())
+        job = scheduler.every("metadata_refresh", 60.0, times_out)
+        with capture_logs() as logs:
+            assert await scheduler.run_tick_safe(job) is False
+        assert job.last_error == "TimeoutError: HA did not answer"
+        assert [e["event"] for e in logs] == ["scheduler.tick_failed"]
+
+    run_virtual(main())
 
 
-async def test_missed_runs_are_skipped_not_burst() -> None:
+def test_missed_runs_are_skipped_not_burst() -> None:
     ticks: list[float] = []
 
     async def record() -> None:
-        ticks.append(time.monotonic())
+        ticks.append(virtual_loop().time())
         if len(ticks) == 2:
-            time.sleep(0.35)  # the loop stalls (a slow SD card, a suspended VM): about 7 runs are missed
+            virtual_loop().advance(0.35)  # the loop stalls (a slow SD card, a suspended VM): 7 runs are missed
 
-    scheduler = Scheduler(Stats(), slow_tick_s=10)
-    scheduler.every("status", 0.05, record, run_at_start=True)
-    await run_for(scheduler, 0.6)
-    after_stall = [b - a for a, b in itertools.pairwise(ticks[1:])]
-    assert after_stall[0] >= 0.35
-    assert min(after_stall[1:]) >= 0.04  # back to the interval, no catch-up burst
+    async def main() -> None:
+        scheduler = Scheduler(Stats(), slow_tick_s=10)
+        scheduler.every("status", 0.05, record, run_at_start=True)
+        await run_for(scheduler, 0.6)
+
+    run_virtual(main())
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(ticks)]
+    assert gaps[0] == 0.05
+    assert gaps[1] == 0.4  # the stall, then one interval: no run at the missed times
+    assert set(gaps[2:]) == {0.05}  # back to the interval, no catch-up burst
 
 
-async def test_the_first_run_waits_an_interval_unless_asked() -> None:
-    ran: list[str] = []
+def test_the_first_run_waits_an_interval_unless_asked() -> None:
+    ran: list[tuple[str, float]] = []
 
     async def mark_a() -> None:
-        ran.append("at_start")
+        ran.append(("at_start", virtual_loop().time()))
 
     async def mark_b() -> None:
-        ran.append("later")
+        ran.append(("later", virtual_loop().time()))
 
-    scheduler = Scheduler(Stats())
-    scheduler.every("a", 0.5, mark_a, run_at_start=True)
-    scheduler.every("b", 0.5, mark_b)
-    await run_for(scheduler, 0.1)
-    assert ran == ["at_start"]
+    async def main() -> None:
+        scheduler = Scheduler(Stats())
+        scheduler.every("a", 0.5, mark_a, run_at_start=True)
+        scheduler.every("b", 0.5, mark_b)
+        await run_for(scheduler, 0.6)
+
+    run_virtual(main())
+    assert ran == [("at_start", 0.0), ("at_start", 0.5), ("later", 0.5)]
 
 
 def test_bad_registrations_are_refused() -> None:
