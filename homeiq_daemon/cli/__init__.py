@@ -30,7 +30,17 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-def parse_since(text: str, now_ns: int | None = None) -> int:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def parse_since(text: str, now_ns: int | None = None, option: str = "--since") -> int:
     """``1h``/``30m``/``7d`` ago, or an ISO 8601 time -> nanoseconds since the epoch."""
     now = time.time_ns() if now_ns is None else now_ns
     match = _DURATION.match(text)
@@ -39,7 +49,7 @@ def parse_since(text: str, now_ns: int | None = None) -> int:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise HomeIQError(f"--since {text!r}: use a duration like 1h, 30m, 7d or an ISO time") from None
+        raise HomeIQError(f"{option} {text!r}: use a duration like 1h, 30m, 7d or an ISO time") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1e9)
@@ -73,11 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-config", help="validate the configuration and print it, secrets redacted")
 
-    history = sub.add_parser("history", help="print stored history of one entity (embedded store)")
+    history = sub.add_parser(
+        "history", help="print the newest points of one entity from the configured sink (InfluxDB or embedded)"
+    )
     history.add_argument("entity_id")
-    history.add_argument("--since", default="24h", help="duration (1h, 7d) or ISO time; default 24h")
-    history.add_argument("--until", default=None, help="ISO time; default now")
-    history.add_argument("--limit", type=int, default=1000)
+    history.add_argument("--since", default="24h", help="duration ago (2h, 3d) or ISO time; default 24h")
+    history.add_argument("--until", default=None, help="duration ago (2h, 3d) or ISO time; default now")
+    history.add_argument("--limit", type=_positive_int, default=1000, help="newest N points (default 1000)")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
     webhooks_cli.add_parser(sub)
@@ -172,34 +184,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from homeiq_daemon.sinks.embedded import read_history  # noqa: PLC0415
+    from homeiq_daemon.cli.history_source import newest_points  # noqa: PLC0415
 
     settings = _load_read_only(args)
-    start = parse_since(args.since)
-    end = parse_since(args.until) if args.until else time.time_ns() + 1
-    try:
-        rows = read_history(settings.history_db_path, args.entity_id, start, end, args.limit)
-    except FileNotFoundError:
-        raise HomeIQError(
-            f"no embedded history at {settings.history_db_path} (has the daemon run with no InfluxDB set?)"
-        ) from None
+    now = time.time_ns()
+    start = parse_since(args.since, now)
+    end = parse_since(args.until, now, "--until") if args.until else now + 1
+    if end <= start:
+        raise HomeIQError(f"--until {args.until} is not after --since {args.since}")
+    rows = newest_points(settings, args.entity_id, start, end, args.limit)
     out = sys.stdout
     for row in rows:
         when = datetime.fromtimestamp(row.time_ns / 1e9, UTC).isoformat(timespec="milliseconds")
         if args.json:
-            out.write(
-                orjson.dumps(
-                    {
-                        "time": when,
-                        "entity_id": row.entity_id,
-                        "measurement": row.measurement,
-                        "value": row.value,
-                        "state": row.state,
-                        "fields": row.fields,
-                    }
-                ).decode()
-                + "\n"
-            )
+            record = {
+                "time": when,
+                "entity_id": row.entity_id,
+                "measurement": row.measurement,
+                "value": row.value,
+                "state": row.state,
+                "fields": row.fields,
+            }
+            out.write(orjson.dumps(record).decode() + "\n")
         else:
             shown = row.state if row.state is not None else row.value
             if row.state is not None and row.value is not None:

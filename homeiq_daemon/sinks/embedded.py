@@ -156,13 +156,17 @@ def _row(r: Any) -> HistoryRow:
     return HistoryRow(r[0], r[1], r[2], r[3], r[4], fields)
 
 
-def read_history(path: Path, entity_id: str, start_ns: int, end_ns: int, limit: int = 10_000) -> list[HistoryRow]:
-    """Synchronous read for the CLI (the daemon may be running; WAL makes that safe)."""
+def read_history(
+    path: Path, entity_id: str, start_ns: int, end_ns: int, limit: int = 10_000, *, newest_first: bool = False
+) -> list[HistoryRow]:
+    """Synchronous read for the CLI (the daemon may be running; WAL makes that safe): the oldest ``limit``
+    points of the window, or with ``newest_first`` the newest ``limit``, newest first."""
     conn = open_readonly(path)
+    order = "DESC" if newest_first else "ASC"
     try:
         cur = conn.execute(
-            "SELECT entity_id, measurement, time_ns, value, state, fields FROM points "
-            "WHERE entity_id = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns LIMIT ?",
+            "SELECT entity_id, measurement, time_ns, value, state, fields FROM points "  # noqa: S608 - order is a constant
+            f"WHERE entity_id = ? AND time_ns >= ? AND time_ns < ? ORDER BY time_ns {order} LIMIT ?",
             (entity_id, start_ns, end_ns, limit),
         )
         return [_row(r) for r in cur.fetchall()]

@@ -250,7 +250,14 @@ def influxql_identifier(value: str) -> str:
 
 
 def entity_history_query(
-    entity_id: str, start_ns: int, end_ns: int, limit: int, *, database: str | None = None, rp: str | None = None
+    entity_id: str,
+    start_ns: int,
+    end_ns: int,
+    limit: int,
+    *,
+    database: str | None = None,
+    rp: str | None = None,
+    newest_first: bool = False,
 ) -> str:
     """Points of one entity across every measurement (the HA schema puts it under its unit, or its id)."""
     domain, _, object_id = entity_id.partition(".")
@@ -260,7 +267,7 @@ def entity_history_query(
     return (  # every value is escaped above, or is an int
         f'SELECT * FROM {source} WHERE "domain" = {influxql_string(domain)} AND '  # noqa: S608
         f'"entity_id" = {influxql_string(object_id)} AND time >= {int(start_ns)} AND time < {int(end_ns)} '
-        f"ORDER BY time ASC LIMIT {int(limit)}"
+        f"ORDER BY time {'DESC' if newest_first else 'ASC'} LIMIT {int(limit)}"
     )
 
 
@@ -325,6 +332,16 @@ class InfluxHistory:
             await self._session.close()
             self._session = None
 
+    async def entity_points(
+        self, entity_id: str, start_ns: int, end_ns: int, limit: int, *, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        """As ``entity_history``, with ``time_ns`` (an int) instead of ``time``."""
+        rp = self._settings.retention_policy if self._settings.api_version == 1 else None
+        q = entity_history_query(
+            entity_id, start_ns, end_ns, limit, database=self._database, rp=rp, newest_first=newest_first
+        )
+        return parse_query_points(await self.query(q), newest_first=newest_first)[:limit]  # LIMIT is per measurement
+
     async def query(self, influxql: str) -> object:
         if self._session is None:
             raise HistoryUnavailable("history reader is not started")
@@ -343,10 +360,11 @@ class InfluxHistory:
         except orjson.JSONDecodeError:
             raise HistoryUnavailable("InfluxDB answered with invalid JSON") from None
 
-    async def entity_history(self, entity_id: str, start_ns: int, end_ns: int, limit: int) -> list[dict[str, Any]]:
-        rp = self._settings.retention_policy if self._settings.api_version == 1 else None
-        q = entity_history_query(entity_id, start_ns, end_ns, limit, database=self._database, rp=rp)
-        points = parse_query_points(await self.query(q))[:limit]  # LIMIT applies per measurement
+    async def entity_history(
+        self, entity_id: str, start_ns: int, end_ns: int, limit: int, *, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` points, oldest first (or the newest ``limit``, newest first), ``time`` as ISO."""
+        points = await self.entity_points(entity_id, start_ns, end_ns, limit, newest_first=newest_first)
         for point in points:
             point["time"] = ns_to_iso(point.pop("time_ns"))
         return points
