@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 
 from homeiq_daemon import __version__
+from homeiq_daemon.cli import doctor as doctor_cli
 from homeiq_daemon.cli import importhistory as importhistory_cli
 from homeiq_daemon.cli import metadata as cli_metadata
 from homeiq_daemon.cli import migrate as migrate_cli
+from homeiq_daemon.cli import status as status_cli
 from homeiq_daemon.cli import switchbot as switchbot_cli
 from homeiq_daemon.cli import webhooks as webhooks_cli
 from homeiq_daemon.config import Settings, load_settings, redacted_dict
@@ -92,6 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=_positive_int, default=1000, help="newest N points (default 1000)")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    status_cli.add_parser(sub)
+    doctor_cli.add_parser(sub)
     webhooks_cli.add_parser(sub)
     migrate_cli.add_parser(sub)
     cli_metadata.add_parsers(sub)  # devices, entities
@@ -238,7 +242,17 @@ def cmd_switchbot(args: argparse.Namespace) -> int:
     return switchbot_cli.run(args, _load_read_only(args))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    return status_cli.run(args, _load_read_only(args))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return doctor_cli.run(args, lambda: _load_read_only(args))
+
+
 COMMANDS = {
+    "status": cmd_status,
+    "doctor": cmd_doctor,
     "run": cmd_run,
     "check-config": cmd_check_config,
     "history": cmd_history,

@@ -49,7 +49,8 @@ class DaemonProcess:
             check=False,
         )
 
-    def start(self, timeout_s: float = 90.0) -> None:
+    def start(self, timeout_s: float = 90.0, *, wait_connected: bool = True) -> None:
+        """Start, and wait until the API answers (and HA is connected, when configured and asked to)."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "homeiq_daemon", "--config", str(self.config_path), "run"],
@@ -65,7 +66,8 @@ class DaemonProcess:
             except (OSError, urllib.error.URLError):
                 time.sleep(0.1)
                 continue
-            if status.get("home_assistant", {}).get("connected") or not status["home_assistant"]["configured"]:
+            ha = status["home_assistant"]
+            if not wait_connected or ha["connected"] or not ha["configured"]:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the daemon was not connected within {timeout_s}s: {self.log_tail()}")
