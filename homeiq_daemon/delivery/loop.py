@@ -302,7 +302,7 @@ class Delivery:
     def _account(self, result: WriteResult) -> None:
         self._stats.points_written += result.written
         self._stats.batches_written += 1
-        self._stats.batch_points.append(result.written + result.rejected)
+        self._stats.record_batch(result.written + result.rejected)
         if self.on_progress is not None:
             self.on_progress()
 

@@ -8,6 +8,7 @@ one, so tests and several apps in one process do not collide). Another part adds
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,14 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
-from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon import __version__
+from homeiq_daemon.runtime.stats import Histogram, Stats
 
 if TYPE_CHECKING:
     from homeiq_daemon.metadata.store import MetadataStore, QueryTimes
     from homeiq_daemon.sources.homeassistant.registry_sync import RegistrySync
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Collector(Protocol):
@@ -36,30 +37,24 @@ def _bucket_list(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str
     running = 0
     for bound, count in zip(bounds, counts, strict=False):
         running += count
-        out.append((repr(bound), float(running)))
+        out.append((repr(float(bound)), float(running)))
     running += counts[-1]
     out.append(("+Inf", float(running)))
     return out
 
 
-class FlushHistogram:
-    """Cumulative histogram of flush durations, fed by draining ``Stats.flush_durations_s`` at each scrape."""
+def histogram_family(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], _bucket_list(histogram.bounds, histogram.counts), histogram.total)
+    return family
 
-    def __init__(self, bounds_s: tuple[float, ...] = FLUSH_BUCKETS_S) -> None:
-        self.bounds_s = bounds_s
-        self.counts = [0] * (len(bounds_s) + 1)
-        self.sum_s = 0.0
 
-    def drain(self, stats: Stats) -> None:
-        samples, stats.flush_durations_s = stats.flush_durations_s, []
-        for seconds in samples:
-            for index, bound in enumerate(self.bounds_s):
-                if seconds <= bound:
-                    self.counts[index] += 1
-                    break
-            else:
-                self.counts[-1] += 1
-            self.sum_s += seconds
+def build_info() -> GaugeMetricFamily:
+    """``homeiq_build_info{version, python} 1``: the usual way to expose versions (join on it in queries)."""
+    family = GaugeMetricFamily("homeiq_build_info", "The running homeiq's version and Python.",
+                               labels=["version", "python"])  # fmt: skip
+    family.add_metric([__version__, platform.python_version()], 1)
+    return family
 
 
 class StatsCollector:
@@ -75,7 +70,6 @@ class StatsCollector:
         self._spool_max_bytes = spool_max_bytes
         self._store = store
         self._sync = registry_sync
-        self._flush = FlushHistogram()
 
     def collect(self) -> Iterator[Any]:
         st = self._stats
@@ -87,15 +81,11 @@ class StatsCollector:
         yield CounterMetricFamily("homeiq_points_written", "Points the sink accepted.", value=st.points_written)
         yield _labelled_counter("homeiq_points_dropped", "Points dropped, by reason.", "reason", st.points_dropped)
         yield CounterMetricFamily("homeiq_batches_written", "Batches the sink accepted.", value=st.batches_written)
-        recent = list(st.batch_points)
-        yield GaugeMetricFamily("homeiq_batch_points_recent_avg", "Average points per batch, last 256 batches.",
-                                value=sum(recent) / len(recent) if recent else 0.0)  # fmt: skip
-        yield GaugeMetricFamily("homeiq_batch_points_recent_max", "Largest batch of the last 256.",
-                                value=max(recent) if recent else 0)  # fmt: skip
-        self._flush.drain(st)
-        flush = HistogramMetricFamily("homeiq_flush_duration_seconds", "Time to write one batch to the sink.")
-        flush.add_metric([], _bucket_list(self._flush.bounds_s, self._flush.counts), self._flush.sum_s)
-        yield flush
+        yield build_info()
+        yield histogram_family("homeiq_batch_points", "Points per batch written to the sink.",
+                               st.batch_points_histogram)  # fmt: skip
+        yield histogram_family("homeiq_flush_duration_seconds", "Time to write one batch to the sink.",
+                               st.flush_histogram)  # fmt: skip
         yield _labelled_counter("homeiq_sink_errors", "Sink errors, by HTTP status or error class.", "status",
                                 st.sink_errors)  # fmt: skip
         yield GaugeMetricFamily("homeiq_sink_up", "1 when the sink takes writes (InfluxDB up, or embedded).",
@@ -120,8 +110,8 @@ class StatsCollector:
                                   value=st.spool_damaged_regions)  # fmt: skip
         yield CounterMetricFamily("homeiq_dead_letter_points", "Points the sink rejected for good.",
                                   value=st.dead_letter_points)  # fmt: skip
-        yield GaugeMetricFamily("homeiq_tick_duration_seconds_avg", "Average duration of periodic jobs.",
-                                value=st.ticks.average_s or 0.0)  # fmt: skip
+        yield histogram_family("homeiq_tick_duration_seconds", "Duration of one run of a periodic job.",
+                               st.tick_histogram)  # fmt: skip
         yield from self._backfill_metrics(st)
         if self._store is not None:
             yield from self._store_metrics(self._store)
@@ -146,9 +136,11 @@ class StatsCollector:
                                 value=1 if st.backfill_running else 0)  # fmt: skip
         nan = float("nan")
         start, end = st.backfill_last_start_ns, st.backfill_last_end_ns
-        yield GaugeMetricFamily("homeiq_backfill_last_window_start_seconds", "Start of the last backfill's window.",
+        yield GaugeMetricFamily("homeiq_backfill_last_window_start_timestamp_seconds",
+                                "Start of the last backfill's window.",
                                 value=start / 1e9 if start is not None else nan)  # fmt: skip
-        yield GaugeMetricFamily("homeiq_backfill_last_window_end_seconds", "End of the last backfill's window.",
+        yield GaugeMetricFamily("homeiq_backfill_last_window_end_timestamp_seconds",
+                                "End of the last backfill's window.",
                                 value=end / 1e9 if end is not None else nan)  # fmt: skip
         duration = st.backfill_last_duration_s
         yield GaugeMetricFamily("homeiq_backfill_last_duration_seconds", "How long the last backfill took.",

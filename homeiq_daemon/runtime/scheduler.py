@@ -83,7 +83,7 @@ class Scheduler:
                 log.exception("scheduler.tick_failed", job=job.name, failures=job.failures)
         elapsed = clock() - started
         job.durations.add(elapsed)
-        self._stats.ticks.add(elapsed)
+        self._stats.record_tick(elapsed)
         if elapsed > self.slow_tick_s:
             log.warning("scheduler.tick_slow", job=job.name, seconds=round(elapsed, 3))
         return ok

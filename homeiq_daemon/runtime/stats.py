@@ -6,6 +6,7 @@ through a Prometheus collector at scrape time, /healthz reads them, and the log 
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -33,6 +34,29 @@ class DurationWindow:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+# Upper bounds of the /metrics histograms (the last bucket, +Inf, is implicit).
+FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TICK_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0)
+BATCH_POINTS_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-ready bucket counts for a Prometheus histogram: one bisect and two adds per observation."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)  # per bucket; the last one is above every bound
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
 @dataclass(slots=True)
 class Stats:
     started_at: float = field(default_factory=time.time)
@@ -44,8 +68,9 @@ class Stats:
     points_dropped: Counter[str] = field(default_factory=Counter)  # by reason
     batches_written: int = 0
     batch_points: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+    batch_points_histogram: Histogram = field(default_factory=lambda: Histogram(BATCH_POINTS_BUCKETS))
     flush: DurationWindow = field(default_factory=DurationWindow)
-    flush_durations_s: list[float] = field(default_factory=list)  # drained by the metrics collector
+    flush_histogram: Histogram = field(default_factory=lambda: Histogram(FLUSH_BUCKETS_S))
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status or error class
     _sink_state: str = "starting"  # up | down | starting | embedded
     sink_state_since: float = field(default_factory=time.time)  # wall time sink_state last changed
@@ -65,6 +90,7 @@ class Stats:
     dead_letter_points: int = 0
     dead_letter_recent: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=10))  # (time, why)
     ticks: DurationWindow = field(default_factory=DurationWindow)
+    tick_histogram: Histogram = field(default_factory=lambda: Histogram(TICK_BUCKETS_S))
     # Backfill from Home Assistant's recorder (sources/homeassistant/backfill.py).
     backfill_points: int = 0
     backfill_running: bool = False
@@ -105,5 +131,12 @@ class Stats:
 
     def record_flush(self, seconds: float) -> None:
         self.flush.add(seconds)
-        if len(self.flush_durations_s) < 10_000:
-            self.flush_durations_s.append(seconds)
+        self.flush_histogram.observe(seconds)
+
+    def record_batch(self, points: int) -> None:
+        self.batch_points.append(points)
+        self.batch_points_histogram.observe(points)
+
+    def record_tick(self, seconds: float) -> None:
+        self.ticks.add(seconds)
+        self.tick_histogram.observe(seconds)
