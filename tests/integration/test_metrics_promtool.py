@@ -67,5 +67,6 @@ async def test_metrics_pass_promtool_and_use_histograms(tmp_path: Path, influxd_
     assert batches >= 1
     written = next(line.split()[-1] for line in lines if line.startswith("homeiq_points_written_total "))
     assert points == float(written)
-    for gone in ("homeiq_batch_points_recent_avg", "homeiq_batch_points_recent_max", "homeiq_tick_duration_seconds_avg"):
+    replaced = ("homeiq_batch_points_recent_avg", "homeiq_batch_points_recent_max", "homeiq_tick_duration_seconds_avg")
+    for gone in replaced:
         assert not any(line.startswith(gone) for line in lines), gone
