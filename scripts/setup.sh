@@ -22,7 +22,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing homeiq${extra} and its dependencies into .venv (the first time takes a few minutes on a Raspberry Pi)" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".${extra}"
+  # pip's own lines (Collecting …, a progress bar at a terminal) show that it is working
+  .venv/bin/python -m pip install --disable-pip-version-check -e ".${extra}" >&2
   touch "$stamp"
 fi
