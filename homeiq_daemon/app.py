@@ -63,6 +63,7 @@ class App:
         self.writer: BatchWriter | None = None
         self.history: HistoryStore | None = None
         self.delivery: Delivery | None = None
+        self.dead_letters = DeadLetters(settings.state_dir / "deadletter")
         self.pipeline: Pipeline | None = None
         self.watermarks: Watermarks | None = None
         self.webhooks: WebhookService | None = None
@@ -84,8 +85,10 @@ class App:
         if s.uses_influxdb:
             from homeiq_daemon.sinks.influx.writer import InfluxWriter  # noqa: PLC0415 - only when InfluxDB is configured
 
-            return InfluxWriter(s.influxdb, DeadLetters(s.state_dir / "deadletter"), self.stats)
-        self.history = HistoryStore(s.history_db_path, retention_days=s.history.retention_days)
+            return InfluxWriter(s.influxdb, self.dead_letters, self.stats)
+        self.history = HistoryStore(
+            s.history_db_path, retention_days=s.history.retention_days, stats=self.stats, dead_letters=self.dead_letters
+        )
         self.stats.sink_state = "embedded"
         return self.history
 
@@ -136,7 +139,7 @@ class App:
         spool = Spool(
             s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
         )
-        self.delivery = Delivery(self.liveness.track_writer(self.writer), spool, s, self.stats)
+        self.delivery = Delivery(self.liveness.track_writer(self.writer), spool, s, self.stats, self.dead_letters)
         self.watermarks = Watermarks(
             s.state_dir / WATERMARKS_FILE, save_interval_s=s.home_assistant.backfill.watermark_save_interval_s
         )

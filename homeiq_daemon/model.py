@@ -15,16 +15,34 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 
+# The times InfluxDB can store (a signed 64-bit nanosecond count, minus its two reserved ends), which is
+# also what fits an SQLite INTEGER: 1677-09-21T00:12:43.145224194Z to 2262-04-11T23:47:16.854775806Z.
+MIN_TIME_NS = -(2**63) + 2
+MAX_TIME_NS = 2**63 - 2
+
+
+class TimestampOutOfRange(ValueError):
+    """A valid timestamp that no sink can store (before 1677 or after 2262)."""
+
+
 def iso_to_ns(text: str) -> int:
     """Parse an ISO 8601 timestamp (Home Assistant's format) to integer nanoseconds since the epoch.
 
     Exact to the microsecond (HA's resolution): integer timedelta arithmetic, no float rounding.
-    A timestamp without an offset is taken as UTC. Raises ValueError on anything else.
+    A timestamp without an offset is taken as UTC. Raises ValueError on anything else, and
+    TimestampOutOfRange (a ValueError) for a time outside what InfluxDB and SQLite can store.
     """
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return ((dt - _EPOCH) // _ONE_US) * 1000
+    time_ns = ((dt - _EPOCH) // _ONE_US) * 1000
+    if not MIN_TIME_NS <= time_ns <= MAX_TIME_NS:
+        raise TimestampOutOfRange(f"{text[:40]!r} is outside the storable years 1677-2262")
+    return time_ns
+
+
+def time_ns_in_range(time_ns: int) -> bool:
+    return MIN_TIME_NS <= time_ns <= MAX_TIME_NS
 
 
 def ns_to_iso(time_ns: int) -> str:

@@ -25,14 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from homeiq_daemon.config import Settings
+from homeiq_daemon.delivery.poison import NOT_POISON, PoisonQuarantine
 from homeiq_daemon.delivery.spool import Spool, SpoolRecord
-from homeiq_daemon.errors import SinkAuthError, TransientSinkError
+from homeiq_daemon.errors import SinkAuthError
 from homeiq_daemon.pipeline.batcher import Batch
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.progress import Progress
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import BatchWriter, WriteResult
+from homeiq_daemon.sinks.influx.deadletter import DeadLetters
 
 log = get_logger("homeiq.delivery")
 T = TypeVar("T")
@@ -48,14 +50,22 @@ _STOP_SPOOL_SHARE = 0.25
 
 
 class Delivery:
-    def __init__(self, writer: BatchWriter, spool: Spool, settings: Settings, stats: Stats) -> None:
+    def __init__(
+        self,
+        writer: BatchWriter,
+        spool: Spool,
+        settings: Settings,
+        stats: Stats,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
         self.writer = writer
+        self._poison = PoisonQuarantine(stats, dead_letters)
         self.spool = spool
         self._stats = stats
         self._max_pending = settings.batch.max_pending_batches
         # A down sink is probed at least every probe_max_s, so its recovery is noticed within that.
         self._retry_max_s = min(settings.influxdb.retry_max_s, settings.influxdb.probe_max_s)
-        self._drain_points = settings.spool.drain_batch_points
+        self._drain_points = self._drain_points_now = settings.spool.drain_batch_points
         self._pending: deque[Batch] = deque()
         self._overflow: deque[Batch] = deque()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeiq-spool")
@@ -233,16 +243,23 @@ class Delivery:
         batches = [self._pending[0]]
         points = batches[0].points
         for queued in itertools.islice(self._pending, 1, None):
-            if points + queued.points > self._drain_points:
+            if points + queued.points > self._drain_points_now:
                 break
             batches.append(queued)
             points += queued.points
         body = batches[0].body() if len(batches) == 1 else b"".join(b.body() for b in batches)
         try:
             result = await self.writer.write(body, points)
-        except (TransientSinkError, SinkAuthError) as exc:
+        except NOT_POISON as exc:
             self._go_down(exc)
             return True
+        except Exception as exc:  # noqa: BLE001 - poison: set aside, never a dead writer (delivery/poison.py)
+            if len(batches) > 1:  # find the poison one: the next rounds send them one by one
+                self._drain_points_now = 0
+                return True
+            await self._poison.quarantine(body, points, exc, "live", self._in_io)
+            result = WriteResult(0, points)
+        self._drain_points_now = self._drain_points
         for batch in batches:
             if self._pending and self._pending[0] is batch:
                 self._pending.popleft()
@@ -264,9 +281,15 @@ class Delivery:
         gzipped = b"".join(r.payload for r in records) if all(r.gzipped for r in records) else None
         try:
             result = await self.writer.write(body, points, gzipped=gzipped)
-        except (TransientSinkError, SinkAuthError) as exc:
+        except NOT_POISON as exc:
             self._go_down(exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - poison: set aside, never a dead writer (delivery/poison.py)
+            if len(records) > 1:
+                return await self._write_spooled_one_by_one(records)
+            # Set aside and acknowledged: a poison record must not come back at every start.
+            await self._poison.quarantine(body, points, exc, "spool", self._in_io)
+            result = WriteResult(0, points)
         await self._in_io(self.spool.ack_many, records)
         if self._draining_since is None:
             self._draining_since = time.monotonic()

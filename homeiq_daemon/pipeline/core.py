@@ -84,7 +84,14 @@ class Pipeline:
         new_state = change.new_state
         if new_state is None:
             return
-        line = self.mapper.map_line(new_state)
+        try:
+            line = self.mapper.map_line(new_state)
+        except Exception:  # one odd state (or a mapping bug) must never stop the source that sent it
+            self.stats.events_skipped["mapping_failed"] += 1
+            failures = self.stats.events_skipped["mapping_failed"]
+            if failures <= 10 or failures % 1000 == 0:
+                log.exception("pipeline.mapping_failed", entity_id=change.entity_id[:255], count=failures)
+            return
         if line is None:
             self.stats.events_skipped["not_mapped"] += 1
             return

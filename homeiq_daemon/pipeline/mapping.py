@@ -19,22 +19,19 @@ Pure code: no IO.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from homeiq_daemon.config import EntityCustomization, EntityFilter, MappingSettings, _glob_regex
 from homeiq_daemon.model import EntityState
+from homeiq_daemon.pipeline.digittail import digit_tail_number
 from homeiq_daemon.sinks.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
 
 SKIPPED_STATES = frozenset(("unknown", "unavailable", ""))
 # homeassistant/helpers/state.py: state_as_number
 _STATE_ONE = frozenset(("on", "locked", "above_horizon", "open", "home"))
 _STATE_ZERO = frozenset(("off", "unlocked", "unknown", "below_horizon", "closed", "not_home"))
-# homeassistant/components/influxdb/const.py: a string with a number inside also gets a float field.
-_RE_DIGIT_TAIL = re.compile(r"^[^\.]*\d+\.?\d+[^\.]*$")
-_RE_DECIMAL = re.compile(r"[^\d.]+")
 
 _CACHE_LIMIT = 8_192  # per cache; a home has a few thousand entities and attribute strings, not more
 _NO_NUMBER = object()
@@ -121,9 +118,8 @@ class PointMapper:
         cached = self._string_numbers.get(text)
         if cached is None:
             as_float = _to_float(text)
-            tail: float | None = None
-            if as_float is None and _RE_DIGIT_TAIL.match(text):
-                tail = _to_float(_RE_DECIMAL.sub("", text))
+            # homeassistant/components/influxdb: a string with a number inside also gets a float field.
+            tail = digit_tail_number(text) if as_float is None else None
             if len(self._string_numbers) >= _CACHE_LIMIT:
                 self._string_numbers.clear()
             cached = self._string_numbers[text] = (as_float, tail)

@@ -61,10 +61,17 @@ class StateTracker:
                 # A restarted HA restores entities with their old state and attributes but a new
                 # last_updated (HA issue #62094): that is not a change, and writing it would add a point per
                 # entity at every HA restart. Only live events may repeat a value (force_update sensors).
-                if known.state != state.state or known.attributes != state.attributes:
+                if _differs(known, state):
                     changes.append(StateChange(state.entity_id, state, known, origin))
             elif known.last_updated_ns > state.last_updated_ns:
                 # A live event newer than the snapshot already arrived: keep it.
                 fresh[state.entity_id] = known
         self._last = fresh
         return changes
+
+
+def _differs(known: EntityState, state: EntityState) -> bool:
+    try:
+        return known.state != state.state or known.attributes != state.attributes
+    except RecursionError:  # attributes nested deeper than Python compares: call it a change
+        return True

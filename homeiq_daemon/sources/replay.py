@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from homeiq_daemon.errors import ConfigError, ProtocolError
-from homeiq_daemon.model import EntityState, StateChange, iso_to_ns, ns_to_iso
+from homeiq_daemon.model import EntityState, StateChange, TimestampOutOfRange, iso_to_ns, ns_to_iso, time_ns_in_range
 from homeiq_daemon.pipeline.core import Pipeline
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.progress import Progress
@@ -66,9 +66,12 @@ def _numbered_changes(path: Path, stats: Stats | None) -> Iterator[tuple[int, St
 
 
 def _shift(state: EntityState | None, delta_ns: int) -> EntityState | None:
+    """The state moved by ``delta_ns``; raises TimestampOutOfRange when that leaves the storable range."""
     if state is None or not delta_ns:
         return state
     updated = state.last_updated_ns + delta_ns
+    if not time_ns_in_range(updated):
+        raise TimestampOutOfRange(f"{state.entity_id}: shifted last_updated leaves the storable years 1677-2262")
     try:
         changed = ns_to_iso(iso_to_ns(state.last_changed) + delta_ns)
     except ValueError:
@@ -119,9 +122,12 @@ class ReplaySource:
         progress = Progress("replay", total=count_lines(self.path), unit="lines", board=self._stats.progress)
         for count, (line, change) in enumerate(_numbered_changes(self.path, self._stats), start=1):
             if delta:
-                change = StateChange(
-                    change.entity_id, _shift(change.new_state, delta), _shift(change.old_state, delta), change.origin
-                )
+                try:
+                    change = StateChange(change.entity_id, _shift(change.new_state, delta), None, change.origin)
+                except TimestampOutOfRange as exc:
+                    self._stats.malformed_messages["replay"] += 1
+                    log.warning("replay.event_skipped", file=str(self.path), reason=str(exc)[:200])
+                    continue
             if self.speed > 0 and change.new_state is not None:
                 event_ns = change.new_state.last_updated_ns
                 if first_event_ns is None:

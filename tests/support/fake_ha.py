@@ -58,6 +58,10 @@ class FakeHomeAssistant:
         self.answer_pings = True
         self.protocol_violations: list[str] = []
         self.commands: list[dict[str, Any]] = []
+        # Fault injection: a raw frame sent instead of ``auth_ok`` (then the connection closes), and raw
+        # ``result`` bodies per command type (merged over the id), e.g. {"success": False, "error": "boom"}.
+        self.auth_reply_raw: str | None = None
+        self.result_overrides: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.connected = asyncio.Event()
@@ -162,6 +166,10 @@ class FakeHomeAssistant:
                                             "message": "Invalid access token or password"}).decode())
             await ws.close()
             return ws
+        if self.auth_reply_raw is not None:
+            await ws.send_str(self.auth_reply_raw)
+            await ws.close()
+            return ws
         await ws.send_str(orjson.dumps({"type": "auth_ok", "ha_version": HA_VERSION}).decode())
         client = ClientConn(ws)
         self.clients.append(client)
@@ -188,7 +196,9 @@ class FakeHomeAssistant:
         client.last_id = msg_id
         client.ids.append(msg_id)
         kind = msg.get("type")
-        if kind == "ping":
+        if kind in self.result_overrides:
+            self._queue(client, {"id": msg_id, "type": "result", **self.result_overrides[kind]})
+        elif kind == "ping":
             if self.answer_pings:
                 self._queue(client, {"id": msg_id, "type": "pong"})
         elif kind == "supported_features":

@@ -55,6 +55,19 @@ class DeadLetters:
         log.warning("influx.dead_letter", file=str(path), reason=reason_one_line[:300], **extra)
         self._trim()
 
+    def add_batch(self, body: bytes, points: int, reason: str) -> None:
+        """A whole batch the sink could not take (see delivery/poison.py), under one comment line."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        now = time.gmtime()
+        path = self.directory / time.strftime("%Y-%m-%d.lp", now)
+        reason_one_line = " ".join(reason.split())
+        text = body.decode("utf-8", errors="replace")
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', now)} batch of {points} points: {reason_one_line}\n")
+            fh.write(text if text.endswith("\n") or not text else text + "\n")
+        self.count += points
+        self._trim()
+
     def _trim(self) -> None:
         files = sorted(self.directory.glob("*.lp"))
         total = sum(f.stat().st_size for f in files)

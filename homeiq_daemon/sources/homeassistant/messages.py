@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from homeiq_daemon.errors import ProtocolError
-from homeiq_daemon.model import EntityState, Origin, StateChange, iso_to_ns
+from homeiq_daemon.model import EntityState, Origin, StateChange, TimestampOutOfRange, iso_to_ns
 
 Message = dict[str, Any]
 
@@ -57,6 +57,8 @@ def parse_state(obj: object) -> EntityState:
         raise ProtocolError(f"{entity_id}: last_updated missing")
     try:
         last_updated_ns = iso_to_ns(last_updated)
+    except TimestampOutOfRange as exc:
+        raise ProtocolError(f"{entity_id}: last_updated {exc}") from None
     except ValueError:
         raise ProtocolError(f"{entity_id}: last_updated {last_updated[:40]!r} is not ISO 8601") from None
     if not isinstance(last_changed, str):
@@ -79,6 +81,14 @@ def parse_state_changed(data: object, origin: Origin = "live") -> StateChange:
             raise ProtocolError("state_changed without entity_id")
         entity_id = new_state.entity_id
     return StateChange(entity_id, new_state, None, origin)
+
+
+def result_error(message: Message) -> tuple[str, str]:
+    """(code, message) of a failed ``result``, whatever shape its ``error`` has (HA sends an object)."""
+    error = message.get("error")
+    if isinstance(error, dict):
+        return str(error.get("code"))[:100], str(error.get("message"))[:300]
+    return "unknown_error", str(error)[:300]
 
 
 class CommandIds:

@@ -140,16 +140,21 @@ class HAConnection:
             if handler is None or not isinstance(event, dict):
                 self._malformed(f"event for unknown subscription {msg_id!r}")
                 return
-            handler(event)
+            try:
+                handler(event)
+            except Exception as exc:  # one odd event (or a handler bug) must never stop the reader
+                if self._malformed_logged < 10:
+                    log.exception("ha.event_handler_failed", subscription=msg_id)
+                self._malformed(f"event handler failed: {type(exc).__name__}")
         elif msg_type == "result":
             future = self._pending.get(msg_id) if isinstance(msg_id, int) else None
             if future is None or future.done():
                 return  # a result for a command we gave up on
-            if message.get("success"):
+            if message.get("success") is True:
                 future.set_result(message.get("result"))
             else:
-                error = message.get("error") or {}
-                future.set_exception(CommandFailed(str(error.get("code")), str(error.get("message"))))
+                code, text = hamessages.result_error(message)
+                future.set_exception(CommandFailed(code, text))
         elif msg_type == "pong":
             pong = self._pongs.get(msg_id) if isinstance(msg_id, int) else None
             if pong is not None and not pong.done():
@@ -173,6 +178,8 @@ async def _receive_json(ws: aiohttp.ClientWebSocketResponse, timeout_s: float, e
     if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
         raise ConnectionLost(f"connection closed during handshake ({frame.type.name})")
     messages = hamessages.decode_frame(frame.data)
+    if len(messages) != 1:
+        raise ProtocolError(f"expected one {expected} message, got a frame of {len(messages)}")
     return messages[0]
 
 
