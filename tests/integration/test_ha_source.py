@@ -50,11 +50,15 @@ async def test_snapshot_then_live_events(tmp_path: Path, fake_ha: FakeHomeAssist
         fake_ha.set_state("sensor.temp", "21.0", {"unit_of_measurement": "°C"}, _t(10))
         fake_ha.set_state("sensor.temp", "21.5", {"unit_of_measurement": "°C"}, _t(11))
         await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 3)
+        # One connection, its message ids starting at 1 and strictly increasing (checked while it is open).
+        assert len(fake_ha.clients) == 1
+        ids = fake_ha.clients[0].ids
+        assert ids[0] == 1
+        assert ids == sorted(set(ids))
     assert _history(tmp_path, "sensor.temp") == [
         (iso_to_ns(_t(0)), 20.5, None), (iso_to_ns(_t(10)), 21.0, None), (iso_to_ns(_t(11)), 21.5, None)]
     assert _history(tmp_path, "switch.plug") == [(iso_to_ns(_t(1)), 1.0, "on")]
     assert fake_ha.protocol_violations == []
-    assert fake_ha.clients == [] or all(c.ids[0] == 1 for c in fake_ha.clients)
 
 
 async def test_reconnect_fills_the_gap_without_duplicates(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
@@ -110,7 +114,8 @@ async def test_rejected_token_stops_without_retrying(tmp_path: Path, fake_ha: Fa
     app = App(settings)
     with pytest.raises(AuthError, match="rejected the access token"):
         await asyncio.wait_for(app.run(), timeout=20)
-    await asyncio.sleep(0.5)
+    # The run is over and nothing of it is left running that could try again.
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("homeiq-") and not t.done()] == []
     assert fake_ha.auth_attempts == 1
 
 
@@ -145,7 +150,7 @@ async def test_starts_while_home_assistant_is_down(tmp_path: Path) -> None:
     late.set_state("sensor.temp", "19.0", {"unit_of_measurement": "°C"}, _t(5), notify=False)
     try:
         async with running_app(settings) as (app, _):
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: app.stats.hub_down_since is not None)  # a connection attempt has failed
             assert not app.stats.hub_connected
             await late.start(port=port)
             await wait_for(lambda: app.stats.hub_connected, timeout_s=10)

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 HA_VERSION = "2024.3.3"
+MATCH_ALL = "*"  # homeassistant.const.MATCH_ALL: what subscribe_events without event_type listens to
 
 
 def now_iso() -> str:
@@ -105,7 +106,7 @@ class FakeHomeAssistant:
                  "context": {"id": "01HFAKE000000000000000001", "parent_id": None, "user_id": None}}
         for client in list(self.clients):
             for sub_id, sub_type in client.subscriptions.items():
-                if sub_type == event_type:
+                if sub_type in (event_type, MATCH_ALL):  # no event_type subscribes to every event, as in HA
                     self._queue(client, {"id": sub_id, "type": "event", "event": event})
 
     async def flush(self) -> None:
@@ -119,7 +120,7 @@ class FakeHomeAssistant:
             transport = client.ws._req.transport if client.ws._req is not None else None
             if transport is not None:
                 transport.abort()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, RuntimeError):  # the transport is gone: closing it may fail so
                 await client.ws.close()
         self.clients.clear()
         self.connected.clear()
@@ -205,7 +206,7 @@ class FakeHomeAssistant:
             client.coalesce = bool(msg.get("features", {}).get("coalesce_messages"))
             self._queue(client, {"id": msg_id, "type": "result", "success": True, "result": None})
         elif kind == "subscribe_events":
-            client.subscriptions[msg_id] = msg.get("event_type", "*")
+            client.subscriptions[msg_id] = msg.get("event_type", MATCH_ALL)
             self._queue(client, {"id": msg_id, "type": "result", "success": True, "result": None})
         elif kind == "get_states":
             self._queue(client, {"id": msg_id, "type": "result", "success": True,

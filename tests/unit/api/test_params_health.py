@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -48,19 +49,35 @@ def test_limits_are_clamped(raw: str, expected: int) -> None:
     assert apiparams.limit({}, 50) == 50
 
 
-@settings(max_examples=examples(200), deadline=None)
-@given(st.text(min_size=1, max_size=200).filter(lambda s: "\x00" not in s))
+def _independent_cursor(key: str) -> str:
+    """The cursor format: the key's UTF-8 bytes in URL-safe base64 (RFC 4648 section 5) without padding."""
+    return base64.b64encode(key.encode(), altchars=b"-_").decode().rstrip("=")
+
+
+@settings(max_examples=examples(200), deadline=timedelta(seconds=2))
+@given(st.text(min_size=1, max_size=200))
 def test_cursor_round_trip(key: str) -> None:
     encoded = apiparams.encode_cursor(key)
-    if len(encoded) <= apiparams.MAX_CURSOR and not any(ord(c) < 32 or ord(c) == 127 for c in key):
+    assert encoded == _independent_cursor(key)
+    acceptable = len(encoded) <= apiparams.MAX_CURSOR and not any(ord(c) < 32 or ord(c) == 127 for c in key)
+    if acceptable:
         assert apiparams.cursor({"cursor": encoded}) == key
+    else:
+        with pytest.raises(BadRequest):
+            apiparams.cursor({"cursor": encoded})
 
 
-@settings(max_examples=examples(300), deadline=None)
-@given(st.text(max_size=60))
-def test_any_cursor_text_is_a_value_or_bad_request(raw: str) -> None:
-    with contextlib.suppress(BadRequest):
-        apiparams.cursor({"cursor": raw})
+@settings(max_examples=examples(300), deadline=timedelta(seconds=2))
+@given(st.one_of(st.text(max_size=60), st.text(min_size=1, max_size=40).map(_independent_cursor)))
+def test_any_cursor_text_is_a_key_it_encodes_or_bad_request(raw: str) -> None:
+    try:
+        key = apiparams.cursor({"cursor": raw})
+    except BadRequest:
+        return
+    assert key
+    # What a cursor decodes to is a key whose own cursor it is (up to the padding base64 ignores).
+    assert base64.urlsafe_b64decode(apiparams.encode_cursor(key) + "==") == base64.urlsafe_b64decode(raw + "==")
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in key)
 
 
 @pytest.mark.parametrize("raw", ["", "a", "nodot", ".x", "x.", "a.b\nc", "a." + "b" * 300])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -144,15 +144,68 @@ json_values = st.recursive(
 keys = st.sampled_from(["area_id", "id", "entity_id", "name", "labels", "aliases", "action", "device_id", "x"])
 
 
-@settings(max_examples=examples(300), deadline=None)
+def _text_or_none(value: Any) -> str | type[RegistryError] | None:
+    """What a text field of the registry parsers must be for ``value`` (RegistryError: refused)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return RegistryError
+    return str(value)
+
+
+def _good_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 255
+
+
+@settings(max_examples=examples(300), deadline=timedelta(seconds=2))
 @given(st.dictionaries(keys, json_values, max_size=8) | json_values)
-def test_parsers_never_raise_anything_but_registry_error(raw: Any) -> None:
-    for parse in (parse_area, parse_device, parse_entity):
-        with contextlib.suppress(RegistryError):
-            parse(raw)
-    for event_type in ("area_registry_updated", "device_registry_updated", "entity_registry_updated"):
-        with contextlib.suppress(RegistryError):
-            parse_event(event_type, raw)
+def test_parsers_return_the_input_or_refuse_it(raw: Any) -> None:
+    """Each parser either returns the values it was given (as HA names them) or raises RegistryError, and
+    refuses only what its documented rules refuse."""
+    is_object = isinstance(raw, dict)
+    try:
+        area = parse_area(raw)
+    except RegistryError:
+        assert not is_object or not _good_id(raw.get("area_id")) or any(
+            _text_or_none(raw.get(k)) is RegistryError for k in ("name",)) or any(
+            raw.get(k) is not None and not isinstance(raw.get(k), list) for k in ("aliases", "labels")), raw
+    else:
+        assert is_object
+        assert area.area_id == raw["area_id"]
+        assert area.name == (_text_or_none(raw.get("name")) or raw["area_id"])
+    try:
+        device = parse_device(raw)
+    except RegistryError:
+        assert not is_object or not _good_id(raw.get("id")) or any(
+            _text_or_none(raw.get(k)) is RegistryError for k in ("name", "area_id")) or (
+            raw.get("labels") is not None and not isinstance(raw.get("labels"), list)), raw
+    else:
+        assert device.device_id == raw["id"]
+        assert device.name == _text_or_none(raw.get("name"))
+        assert device.area_id == _text_or_none(raw.get("area_id"))
+    try:
+        entity = parse_entity(raw)
+    except RegistryError:
+        entity_id = raw.get("entity_id") if is_object else None
+        well_formed = isinstance(entity_id, str) and all(entity_id.partition("."))
+        assert not is_object or not well_formed or any(
+            _text_or_none(raw.get(k)) is RegistryError for k in ("name", "area_id", "device_id")) or (
+            raw.get("labels") is not None and not isinstance(raw.get("labels"), list)), raw
+    else:
+        assert entity.entity_id == raw["entity_id"]
+        assert entity.name == _text_or_none(raw.get("name"))
+        assert entity.area_id == _text_or_none(raw.get("area_id"))
+        assert entity.device_id == _text_or_none(raw.get("device_id"))
+        labels = raw.get("labels") or []
+        assert entity.labels == tuple(sorted(str(x) for x in labels if isinstance(x, str | int | float)))[:64]
+    for event_type, key in (("area_registry_updated", "area_id"), ("device_registry_updated", "device_id"),
+                            ("entity_registry_updated", "entity_id")):
+        try:
+            event = parse_event(event_type, raw)
+        except RegistryError:
+            continue
+        assert event.action == raw["action"]
+        assert event.item_id == raw[key]
 
 
 def test_locate_entity_area_wins_over_device_area() -> None:
