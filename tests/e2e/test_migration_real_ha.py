@@ -7,7 +7,9 @@ hold the same measurements, tag keys, field keys and types, and the same points 
 write, homeiq the state's last_updated).
 
 v2: HA's own YAML loader and schema read a v2 block; the converted settings must name the same URL, org,
-bucket and token. (influxd 1.6.7 has no v2 write API; the v2 writer is tested against the fake elsewhere.)
+bucket and token. influxd 1.6.7 has no v2 write API, so the daemon then writes with the converted settings into
+the 2.x fake (tests/support/fake_influx2.py), and its points must be those HA's own ``event_to_json`` makes from
+the same block for the same states.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings, load_settings
 from homeiq_daemon.errors import ConfigError
 from tests.support.influxd import InfluxServer
-from tests.support.real_ha import RealHomeAssistant
+from tests.support.real_ha import REPO_ROOT, RealHomeAssistant
 
 pytestmark = [pytest.mark.ha, pytest.mark.influxd]
 
@@ -255,3 +257,73 @@ def test_v2_block_converts_to_the_connection_home_assistant_builds(tmp_path: Pat
     assert influx.token.get_secret_value() == expected["token"] == "tok-v2-secret"
     assert influx.verify_ssl is expected["verify_ssl"] is False
     assert settings.mapping.tags == expected["tags"]
+
+
+def _replay_file(path: Path, states: list[tuple[str, str, dict[str, Any]]]) -> None:
+    lines = []
+    for second, (entity_id, state, attributes) in enumerate(states):
+        when = f"2026-11-20T12:00:{second:02d}.000000+00:00"
+        new_state = {"entity_id": entity_id, "state": state, "attributes": attributes, "last_changed": when,
+                     "last_updated": when, "context": {"id": f"01HQ{second:022d}", "parent_id": None, "user_id": None}}
+        event = {"event_type": "state_changed", "data": {"entity_id": entity_id, "old_state": None,
+                                                         "new_state": new_state}}  # fmt: skip
+        lines.append(json.dumps({"id": 1, "type": "event", "event": event}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_v2_block_converted_writes_what_has_integration_would_write(tmp_path: Path, ha_venv: Path) -> None:
+    """The write side of v2 against the 2.x fake: the daemon's points for the converted block are those HA's
+    own event_to_json (fed the same block, read by HA's YAML loader) makes for the same states."""
+    from tests.support.fake_influx2 import FakeInflux2  # noqa: PLC0415
+
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    configuration = config_dir / "configuration.yaml"
+    block = V2_BLOCK.replace("  tags:\n    instance: cloud\n", "  tags:\n    instance: cloud\n"
+                             "  tags_attributes:\n    - friendly_name\n  default_measurement: state\n")  # fmt: skip
+    configuration.write_text("homeassistant:\n  name: v2\n" + block)
+    (config_dir / "secrets.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in SECRETS.items()))
+    toml_text, _ = _migrate(configuration, tmp_path / "secrets")
+    (tmp_path / "homeiq.toml").write_text(toml_text)
+
+    states = [s for s in STATES if s[0] != "light.kitchen"]  # every domain HA's v2 block takes (no include)
+    _replay_file(tmp_path / "replay.jsonl", states)
+    fake = FakeInflux2(token=SECRETS["influx_token"], org="my-org", bucket="home")
+    await fake.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "secrets"))
+            settings = load_settings(
+                tmp_path / "homeiq.toml",
+                state_dir=tmp_path / "state",
+                influxdb={"url": fake.url},  # the converted cloud URL, pointed at the loopback fake
+                replay={"path": str(tmp_path / "replay.jsonl")},
+                batch={"size": 100, "flush_interval_s": 0.2},
+                http={"enabled": False},
+            )
+        app = App(settings, exit_when_sources_done=True)
+        await asyncio.wait_for(app.run(), timeout=60)
+    finally:
+        await fake.stop()
+    ours = Counter(json.dumps([m, dict(tags), fields], sort_keys=True) for (m, tags, _t), fields in fake.points.items())
+
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from homeassistant.util.yaml import Secrets, load_yaml\n"
+        "path = Path(sys.argv[1])\n"
+        "print(json.dumps(load_yaml(path, Secrets(path.parent))['influxdb']))\n"
+    )
+    loaded = subprocess.run([str(ha_venv / "bin" / "python"), "-c", script, str(configuration)], capture_output=True,
+                            text=True, timeout=120, check=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    request = {"config": json.loads(loaded.stdout),
+               "states": [{"entity_id": e, "state": s, "attributes": a} for e, s, a in states]}  # fmt: skip
+    oracle = subprocess.run([str(ha_venv / "bin" / "python"), str(REPO_ROOT / "tests/support/ha_influx_oracle.py")],
+                            input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=120,
+                            check=True, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    expected = Counter(
+        json.dumps([p["measurement"], p["tags"], p["fields"]], sort_keys=True)
+        for p in json.loads(oracle.stdout) if p is not None
+    )
+    assert sum(expected.values()) == len(states)  # no include/exclude in this block: HA writes every one
+    assert ours == expected
