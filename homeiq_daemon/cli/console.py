@@ -29,7 +29,9 @@ def attach_console(app: App, *, quiet: bool, stream: TextIO | None = None) -> He
         hub_configured=bool(app.settings.home_assistant.url),
         sink=sink,
     )
-    app.scheduler.every("console_heartbeat", 1.0, heartbeat.tick)
+    # At a terminal every second (the heartbeat's 10 s are counted from it); elsewhere only the first-points
+    # event is due, so a slower tick is enough and keeps an idle Pi's wake-ups down.
+    app.scheduler.every("console_heartbeat", 1.0 if terminal else 5.0, heartbeat.tick)
     if terminal:
 
         def show_url() -> None:

@@ -199,9 +199,9 @@ function render(s) {
 
   const ha = s.home_assistant;
   if (!ha.configured) {
-    setText("hub-state", "not configured", "none");
+    setText("hub-state", "not set", "none");
     dot("hub-dot", "");
-    setText("hub-since", "replay or other sources only");
+    setText("hub-since", "no Home Assistant configured: replay or other sources only");
   } else {
     setText("hub-state", ha.connected ? "connected" : ha.state, ha.state);
     dot("hub-dot", ha.connected ? "ok" : "bad");
