@@ -18,8 +18,9 @@ from .const import (
     CONF_WEBHOOK_ID,
     DEFAULT_EVENT_TYPE,
     DOMAIN,
+    hook_key,
 )
-from .signature import DEFAULT_TOLERANCE_S, InvalidSecret, parse_secrets
+from .signature import DEFAULT_TOLERANCE_S, MAX_TOLERANCE_S, InvalidSecret, parse_secrets
 
 
 def _schema(defaults: dict[str, Any]) -> vol.Schema:
@@ -30,7 +31,7 @@ def _schema(defaults: dict[str, Any]) -> vol.Schema:
             vol.Optional(CONF_EVENT_TYPE, default=defaults.get(CONF_EVENT_TYPE, DEFAULT_EVENT_TYPE)): str,
             vol.Optional(CONF_LOCAL_ONLY, default=defaults.get(CONF_LOCAL_ONLY, True)): bool,
             vol.Optional(CONF_TOLERANCE, default=defaults.get(CONF_TOLERANCE, DEFAULT_TOLERANCE_S)): vol.All(
-                vol.Coerce(int), vol.Range(min=1, max=86_400)
+                vol.Coerce(int), vol.Range(min=1, max=MAX_TOLERANCE_S)
             ),
         }
     )
@@ -55,6 +56,7 @@ class HomeiqWebhookConfigFlow(config_entries.ConfigFlow, domain=DOMAIN):
                 await self.async_set_unique_id(webhook_id)
                 self._abort_if_unique_id_configured()
                 data = {**user_input, CONF_WEBHOOK_ID: webhook_id}
-                return self.async_create_entry(title=f"{data[CONF_EVENT_TYPE]} ({webhook_id[:6]}…)", data=data)
+                title = f"{data[CONF_EVENT_TYPE]} (#{hook_key(webhook_id)[:6]})"  # never a part of the id
+                return self.async_create_entry(title=title, data=data)
         defaults = {CONF_WEBHOOK_ID: webhook.async_generate_id(), **(user_input or {})}
         return self.async_show_form(step_id="user", data_schema=_schema(defaults), errors=errors)

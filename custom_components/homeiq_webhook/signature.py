@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix
 DEFAULT_TOLERANCE_S = 300
+MAX_TOLERANCE_S = 3600
+MAX_TIMESTAMP_DIGITS = 12  # seconds until the year 33658; longer is refused before any arithmetic
 
 
 class InvalidSecret(ValueError):
@@ -63,7 +65,9 @@ def verify(
     signatures = headers.get("webhook-signature")
     if not msg_id or not timestamp or not signatures:
         raise InvalidDelivery("missing webhook-id, webhook-timestamp or webhook-signature header")
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    # isdigit() alone admits other scripts' digits, and int() of a 400-digit string overflows the float
+    # subtraction (a 5,000-digit one is refused by int() itself): check length and alphabet first.
+    if not (0 < len(timestamp) <= MAX_TIMESTAMP_DIGITS and timestamp.isascii() and timestamp.isdigit()):
         raise InvalidDelivery("webhook-timestamp is not a number of seconds")
     if abs(now - int(timestamp)) > tolerance_s:
         raise InvalidDelivery("webhook-timestamp is too old or too far in the future")
