@@ -21,8 +21,8 @@ from homeiq_daemon.metadata.store import MetadataStore
 from homeiq_daemon.sources.switchbot import source as switchbot_source
 from homeiq_daemon.sources.switchbot.api import seconds_to_next_day, utc_day
 from homeiq_daemon.sources.switchbot.source import KEY_BUDGET, SwitchBotSource
-from tests.support.daemon import daemon_settings, running_app, wait_for
-from tests.support.fake_switchbot import FakeSwitchBotCloud
+from tests.support.daemon import daemon_settings, eventually_async, running_app, wait_for
+from tests.support.fake_switchbot import README_PUSHES, FakeSwitchBotCloud
 from tests.support.influxd import InfluxServer
 
 PATH_SECRET = "0123456789abcdef0123456789abcdef"
@@ -88,9 +88,16 @@ async def history_points(app: App, entity_id: str) -> list[Any]:
 
 
 def push(mac: str, sample_ms: int, **context: Any) -> bytes:
+    """A Meter's push as the API README's "Receive events from webhook" section shows it (its sample, with
+    this test's MAC, time and readings)."""
     return orjson.dumps({"eventType": "changeReport", "eventVersion": "1",
-                         "context": {"deviceType": "WoMeter", "deviceMac": mac, "timeOfSample": sample_ms,
-                                     **context}})  # fmt: skip
+                         "context": {**README_PUSHES["WoMeter"]["context"], "deviceMac": mac,
+                                     "timeOfSample": sample_ms, **context}})  # fmt: skip
+
+
+def answered(cloud: FakeSwitchBotCloud, source: Any) -> bool:
+    """Every request the fake received has been answered and counted by the source: none is in flight."""
+    return sum(source.metrics.requests.values()) >= len(cloud.requests)
 
 
 # --- polling ------------------------------------------------------------------------------------------------------
@@ -128,10 +135,11 @@ async def test_meters_plugs_and_hub_reach_the_pipeline_store_and_api(tmp_path: P
             return sorted(e["entity_id"] for e in page["items"] if e["state"] is not None)
 
         expected = ["switchbot.living_room_meter_battery", "switchbot.living_room_meter_humidity", METER]
-        deadline = time.monotonic() + 10
-        while await meter_entities() != expected:
-            assert time.monotonic() < deadline, await meter_entities()
-            await asyncio.sleep(0.1)
+
+        async def listed_as_expected() -> bool:
+            return await meter_entities() == expected
+
+        await eventually_async(listed_as_expected, f"the meter's entities {expected}")
         status, entity = await http(app, "GET", f"/api/v1/entities/{METER}")
         assert status == 200
         assert entity["source"] == "switchbot"
@@ -168,12 +176,12 @@ async def test_unchanged_readings_write_one_point_and_changes_write_more(
 
 
 async def wait_for_points(app: App, entity_id: str, count: int) -> list[Any]:
-    deadline = time.monotonic() + 10
-    while True:
+    async def enough() -> list[Any] | None:
         points = await history_points(app, entity_id)
-        if len(points) >= count or time.monotonic() > deadline:
-            return points
-        await asyncio.sleep(0.1)
+        return points if len(points) >= count else None
+
+    result: list[Any] = await eventually_async(enough, f"{count} points of {entity_id}")
+    return result
 
 
 async def test_meter_lands_in_a_real_influxd(
@@ -197,14 +205,11 @@ async def test_meter_lands_in_a_real_influxd(
     assert found[0]["friendly_name_str"] == "Living Room Meter Temperature"
 
 
-async def wait_for_async(fetch: Any, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = await asyncio.to_thread(fetch)
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    raise AssertionError("nothing arrived")
+async def wait_for_async(fetch: Any) -> Any:
+    async def in_thread() -> Any:
+        return await asyncio.to_thread(fetch)
+
+    return await eventually_async(in_thread, "rows in InfluxDB")
 
 
 # --- retries, budget ------------------------------------------------------------------------------------------------
@@ -246,8 +251,7 @@ async def test_a_spent_budget_sends_nothing(tmp_path: Path, cloud: FakeSwitchBot
     with capture_logs() as logs:
         async with running_app(settings) as (app, _):
             await wait_for(lambda: source_of(app).metrics.halted_reason == "budget")
-            await asyncio.sleep(0.5)
-    assert cloud.requests == []
+    assert cloud.requests == []  # the run is over: nothing was sent before or after the halt
     halts = [e for e in logs if e["event"] == "switchbot.halted"]
     assert len(halts) == 1
     assert halts[0]["reason"] == "budget"
@@ -266,11 +270,11 @@ async def test_quota_exhaustion_halts_polling_with_one_line_and_survives_a_resta
     with capture_logs() as logs:
         async with running_app(settings) as (app, _):
             await wait_for(lambda: source_of(app).metrics.halted_reason == reason)
-            seen = len(cloud.requests)
-            await asyncio.sleep(1.0)
-            assert len(cloud.requests) == seen == 4  # no retry, no hammering
+            await wait_for(lambda: answered(cloud, source_of(app)))
+            assert len(cloud.requests) == 4
             _, metrics = await http(app, "GET", "/metrics")
             assert f'homeiq_switchbot_polling_halted{{reason="{reason}"}} 1.0' in metrics.decode()
+    assert len(cloud.requests) == 4  # stopped: no retry, no hammering for the rest of the run
     halts = [e for e in logs if e["event"] == "switchbot.halted"]
     assert len(halts) == 1
     assert halts[0]["log_level"] == "error"
@@ -280,8 +284,7 @@ async def test_quota_exhaustion_halts_polling_with_one_line_and_survives_a_resta
 
     with capture_logs() as logs:  # restarted the same day with the same credentials: still halted
         async with running_app(settings) as (app, _):
-            await asyncio.sleep(0.8)
-            assert source_of(app).metrics.halted_reason == reason
+            await wait_for(lambda: source_of(app).metrics.halted_reason == reason)
     assert len(cloud.requests) == 4
     assert [e.get("restored") for e in logs if e["event"] == "switchbot.halted"] == [True]
 
@@ -330,7 +333,7 @@ async def test_webhook_push_is_stamped_with_its_sample_time_and_a_poll_repeating
         # The device reports 22.5: the cloud's status and the push say the same. (No poll of it meanwhile, so
         # that the push, not a poll, is the first to tell.)
         source._last_push["C271111EC0AB"] = time.monotonic() + 3600
-        await asyncio.sleep(0.5)  # a poll in flight has landed
+        await wait_for(lambda: answered(cloud, source))  # a poll in flight has landed
         cloud.statuses["C271111EC0AB"]["temperature"] = 22.5
         sample_ms = int(time.time() * 1000)
         status, reply = await http(app, "POST", f"/switchbot/webhook/{PATH_SECRET}",
@@ -345,8 +348,8 @@ async def test_webhook_push_is_stamped_with_its_sample_time_and_a_poll_repeating
         source._last_push.clear()  # poll it again at once, rather than after a poll interval
         await wait_for(lambda: cloud.count("/v1.1/devices/C271111EC0AB/status") >= polls + 3)
         app.pipeline.flush()
+        # One flush, one batch: once two points are in, a wrong third from those polls would be there too.
         await wait_for_points(app, METER, 2)
-        await asyncio.sleep(0.5)  # room for a wrong third point to arrive
         points = await history_points(app, METER)
         assert [(p.value, p.time_ns) for p in points][1:] == [(22.5, sample_ms * 1_000_000)]
         assert [p.value for p in points] == [26.1, 22.5]

@@ -13,7 +13,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +144,18 @@ def poll_until(predicate: Callable[[], Any], what: str, timeout_s: float = DEFAU
             extra = f": {detail()}" if detail is not None else ""
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{extra}")
         time.sleep(interval_s)
+
+
+async def eventually_async(
+    fetch: Callable[[], Awaitable[Any]], what: str, timeout_s: float = DEFAULT_CEILING_S, interval_s: float = 0.05,
+) -> Any:
+    """``eventually`` for a condition that needs awaiting (an HTTP call, a query in a thread)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        last = await fetch()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval_s)

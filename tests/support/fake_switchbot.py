@@ -6,7 +6,16 @@ and, for a bad token or signature, HTTP 401 ``{"message": "Unauthorized"}``. Eve
 checked with the ``switchbot-api`` package's signing code (tests/support/switchbot_oracle.py), never ours.
 
 Faults: ``fail_next`` (HTTP status codes or "timeout" for the next requests), ``quota_after`` (after that
-many requests, the daily limit as SwitchBot has answered it: statusCode 190, HTTP 401 or HTTP 429).
+many requests, the daily limit in one of the forms SwitchBot answers it with, ``quota_style``):
+
+* ``"401"``: HTTP 401 ``{"message": "Unauthorized"}`` -- the README's "Request limit": "Going over that limit
+  will return 'Unauthorized.'";
+* ``"190"``: HTTP 200 ``{"statusCode":190,"body":{},"message":"Requests reached the daily limit"}`` -- the
+  body SwitchBotAPI issue #365 reports verbatim (the README documents 190 only as "System error");
+* ``"429"``: HTTP 429 -- in the README's table of standard HTTP errors ("Too Many Requests"), with no body
+  documented, so the fake sends a plain-text one the daemon must not need to parse.
+
+``README_PUSHES`` holds the README's webhook samples ("Receive events from webhook"), as documented.
 """
 
 from __future__ import annotations
@@ -48,6 +57,19 @@ STATUSES: dict[str, dict[str, Any]] = {
                      "electricCurrent": 377.0},
     "FA7310762361": {"deviceId": "FA7310762361", "deviceType": "Hub 2", "hubDeviceId": "FA7310762361",
                      "temperature": 21.4, "lightLevel": 12, "version": "V4.2", "humidity": 41},
+}  # fmt: skip
+
+# The README's push samples, with DEVICE_MAC_ADDR filled in (Meter Plus pushes also say "WoMeter").
+README_PUSHES: dict[str, dict[str, Any]] = {
+    "WoMeter": {"eventType": "changeReport", "eventVersion": "1",
+                "context": {"deviceType": "WoMeter", "deviceMac": "C271111EC0AB", "temperature": 22.5,
+                            "scale": "CELSIUS", "humidity": 31, "battery": 100, "timeOfSample": 123456789}},
+    "WoHub2": {"eventType": "changeReport", "eventVersion": "1",
+               "context": {"deviceType": "WoHub2", "deviceMac": "FA7310762361", "temperature": 13, "humidity": 18,
+                           "lightLevel": 19, "scale": "CELSIUS", "timeOfSample": 123456789}},
+    "WoPlugUS": {"eventType": "changeReport", "eventVersion": "1",
+                 "context": {"deviceType": "WoPlugUS", "deviceMac": "6055F92FCFD2", "powerState": "ON",
+                             "timeOfSample": 123456789}},
 }  # fmt: skip
 
 QuotaStyle = Literal["190", "401", "429"]
@@ -131,7 +153,7 @@ class FakeSwitchBotCloud:
             if self.quota_style == "401":
                 return self._unauthorized()
             if self.quota_style == "429":
-                return web.json_response({"message": "Too Many Requests"}, status=429)
+                return web.Response(status=429, text="Too Many Requests")
             return self._answer(190, {}, "Requests reached the daily limit")
         return self._route(request.method, request.path, body)
 

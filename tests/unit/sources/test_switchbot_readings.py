@@ -21,6 +21,7 @@ from homeiq_daemon.sources.switchbot.readings import (
     slugify,
     status_readings,
 )
+from tests.support.fake_switchbot import README_PUSHES
 from tests.support.hypo import examples
 
 NOW_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -96,6 +97,21 @@ def test_meter_push() -> None:
     assert event.device_id == "C271111EC0AB"
     assert event.sample_ms == 1767225590123
     assert {r.spec.key: r.state for r in event.readings} == {"temperature": "22.5", "humidity": "31", "battery": "100"}
+
+
+@pytest.mark.parametrize(("device_type", "expected"), [
+    ("WoMeter", {"temperature": "22.5", "humidity": "31", "battery": "100"}),
+    ("WoHub2", {"temperature": "13", "humidity": "18", "light_level": "19"}),
+    ("WoPlugUS", {"switch": "on"}),
+])  # fmt: skip
+def test_the_api_readmes_push_samples(device_type: str, expected: dict[str, str]) -> None:
+    """The samples of the README's "Receive events from webhook", byte for byte as documented."""
+    sample = README_PUSHES[device_type]
+    event = parse_webhook(orjson.dumps(sample))
+    assert event.event_type == "changeReport"
+    assert event.device_id == sample["context"]["deviceMac"]
+    assert event.sample_ms == 123456789
+    assert {r.spec.key: r.state for r in event.readings} == expected
 
 
 def test_fahrenheit_push_is_stored_in_celsius_like_the_status_api() -> None:
