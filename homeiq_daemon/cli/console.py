@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from homeiq_daemon.runtime.heartbeat import Heartbeat
+from homeiq_daemon.runtime.progress import is_tty
 
 if TYPE_CHECKING:
     from homeiq_daemon.app import App
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def attach_console(app: App, *, quiet: bool, stream: TextIO | None = None) -> Heartbeat:
     out = stream if stream is not None else sys.stderr
-    terminal = _is_tty(out)
+    terminal = is_tty(out)
 
     def sink() -> str:
         return app.writer.describe if app.writer is not None else "the sink"
@@ -43,9 +44,3 @@ def attach_console(app: App, *, quiet: bool, stream: TextIO | None = None) -> He
         app.on_ready.append(show_url)
     return heartbeat
 
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

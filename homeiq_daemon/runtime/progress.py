@@ -155,7 +155,7 @@ class Progress:
         self.finished = False
         self._clock = clock
         self._stream = stream if stream is not None else sys.stderr
-        self._terminal = _is_tty(self._stream) if terminal is None else terminal
+        self._terminal = is_tty(self._stream) if terminal is None else terminal
         self._log_every_s = log_every_s
         self._redraw_s = redraw_s
         self._started = clock()
@@ -271,7 +271,8 @@ class Progress:
         return fields
 
 
-def _is_tty(stream: TextIO) -> bool:
+def is_tty(stream: TextIO) -> bool:
+    """True for a terminal; False for files, pipes, closed streams and objects without ``isatty``."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon_process import DaemonProcess
+from tests.support.daemon_process import DaemonProcess, connected_config
 from tests.support.influxd import InfluxServer
 from tests.support.real_ha import RealHomeAssistant
 
@@ -31,11 +31,7 @@ def closed_port() -> int:
 def daemon(tmp_path: Path, real_ha: RealHomeAssistant, influxd_server: InfluxServer, influx_db: str) -> Iterator[
     DaemonProcess
 ]:
-    config = (
-        f'[home_assistant]\nurl = "{real_ha.base_url}"\ntoken = "{real_ha.token}"\n'
-        f'[influxdb]\nurl = "{influxd_server.url}"\ndatabase = "{influx_db}"\n'
-        "[batch]\nflush_interval_s = 0.2\n"
-    )
+    config = connected_config(real_ha.base_url, real_ha.token, influxd_server.url, influx_db)
     with DaemonProcess(tmp_path, config, token=TOKEN) as process:
         yield process
 

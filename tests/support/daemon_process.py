@@ -111,6 +111,15 @@ class DaemonProcess:
         self.stop()
 
 
+def connected_config(ha_url: str, ha_token: str, influx_url: str, database: str) -> str:
+    """The TOML of a daemon fed by a Home Assistant and writing to an InfluxDB 1.x database."""
+    return (
+        f'[home_assistant]\nurl = "{ha_url}"\ntoken = "{ha_token}"\n'
+        f'[influxdb]\nurl = "{influx_url}"\ndatabase = "{database}"\n'
+        "[batch]\nflush_interval_s = 0.2\n"
+    )
+
+
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
