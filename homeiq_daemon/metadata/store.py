@@ -111,11 +111,12 @@ class MetadataStore:
         reader = await aiosqlite.connect(self.path, isolation_level=None)
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=1")
-        await reader.execute("PRAGMA cache_size=-4096")
+        await reader.execute("PRAGMA cache_size=-1024")
         self._reader = reader
         # Bounded reads run in the event loop on this connection (see _fetch).
         inline = sqlite3.connect(self.path, isolation_level=None, timeout=0.0)
         inline.execute("PRAGMA query_only=1")
+        inline.execute("PRAGMA cache_size=-1024")
         self._inline = inline
 
     async def close(self) -> None:

@@ -34,6 +34,8 @@ _STATE_ONE = frozenset(("on", "locked", "above_horizon", "open", "home"))
 _STATE_ZERO = frozenset(("off", "unlocked", "unknown", "below_horizon", "closed", "not_home"))
 
 _CACHE_LIMIT = 8_192  # per cache; a home has a few thousand entities and attribute strings, not more
+# Caches keyed by a state or attribute *value*: sensor readings hardly repeat, so a small one does as well.
+_VALUE_CACHE_LIMIT = 1_024
 _NO_NUMBER = object()
 
 TagSource = Callable[[str], Mapping[str, str]]
@@ -120,7 +122,7 @@ class PointMapper:
             as_float = _to_float(text)
             # homeassistant/components/influxdb: a string with a number inside also gets a float field.
             tail = digit_tail_number(text) if as_float is None else None
-            if len(self._string_numbers) >= _CACHE_LIMIT:
+            if len(self._string_numbers) >= _VALUE_CACHE_LIMIT:
                 self._string_numbers.clear()
             cached = self._string_numbers[text] = (as_float, tail)
         return cached
@@ -265,7 +267,7 @@ class PointMapper:
             # Non-finite: not written, but the name stays taken (an attribute "value" becomes "value_").
             frags.append(("value", f"value={value!r}" if math.isfinite(value) else ""))
         result = tuple(frags) if frags else None
-        if len(self._state_fragments) >= _CACHE_LIMIT:
+        if len(self._state_fragments) >= _VALUE_CACHE_LIMIT:
             self._state_fragments.clear()
         self._state_fragments[raw_state] = result
         return result

@@ -32,6 +32,7 @@ from homeiq_daemon.model import EntityState, Origin
 from homeiq_daemon.pipeline.core import Pipeline
 from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
+from homeiq_daemon.runtime.memory import release_free_memory
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant import messages as hamessages
@@ -358,10 +359,12 @@ class HomeAssistantSource:
                 states.append(hamessages.parse_state(raw))
             except ProtocolError as exc:
                 conn._malformed(f"get_states: {exc}")
+        del raw_states  # the decoded frame: only the parsed states are kept
         origin: Origin = "snapshot" if not self.first_connection.is_set() else "gapfill"
         emitted = self._pipeline.submit_snapshot(states, origin)
         for hook in self._connect_hooks:
             await hook(conn)
+        release_free_memory()  # the snapshot's and the registries' decoded frames are garbage now
         self._stats.hub_connected = True
         self._stats.hub_state = "connected"
         self._stats.hub_down_since = None

@@ -86,7 +86,25 @@ def test_saves_are_coalesced_to_the_interval(tmp_path: Path) -> None:
     assert wm.saves == 1  # the first commit, then nothing until the interval passed
     now[0] += 300
     assert wm.maybe_save()
-    assert orjson.loads((tmp_path / "w.json").read_bytes())["entities"] == {"sensor.a": 99}
+    assert orjson.loads((tmp_path / "w.json").read_bytes())["safe_until_ns"] == 99
+    again = Watermarks(tmp_path / "w.json")
+    again.load()
+    assert again.start_for("sensor.a") == 99
+
+
+def test_the_file_holds_only_marks_the_live_mark_does_not_cover(tmp_path: Path) -> None:
+    wm = Watermarks(tmp_path / "w.json")
+    entities = {f"sensor.s{i}": 1000 + i for i in range(500)}
+    wm.track(live := batch(entities, 1499))
+    wm.acknowledged(live)
+    wm.track(old := batch({"sensor.backfilled": 5000}))  # a backfill batch: beyond the live mark
+    wm.acknowledged(old)
+    wm.save()
+    assert orjson.loads((tmp_path / "w.json").read_bytes())["entities"] == {"sensor.backfilled": 5000}
+    again = Watermarks(tmp_path / "w.json")
+    again.load()
+    assert {e: again.start_for(e) for e in entities} == {e: wm.start_for(e) for e in entities}
+    assert again.start_for("sensor.backfilled") == 5000
 
 
 def test_a_damaged_file_starts_afresh(tmp_path: Path) -> None:
