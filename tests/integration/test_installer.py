@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     [built] = out.glob("homeiq_daemon-*.whl")
+    with zipfile.ZipFile(built) as archive:  # the licence text travels with the wheel
+        [licence] = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert archive.read(licence) == (ROOT / "LICENSE").read_bytes()
     return built
 
 
