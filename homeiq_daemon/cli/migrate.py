@@ -133,7 +133,10 @@ def read_influx_block(configuration: Path) -> Any:
     if isinstance(data, _Tagged):
         data = resolver.resolve(data, "configuration")
     if not isinstance(data, dict) or "influxdb" not in data:
-        raise ConfigError(f"{configuration}: no influxdb: block (is this Home Assistant's configuration.yaml?)")
+        raise ConfigError(
+            f"{configuration}: no influxdb: block (is this Home Assistant's configuration.yaml? "
+            "one kept in a package: pass that package's file)"
+        )
     return resolver.resolve(data["influxdb"], "influxdb")
 
 
