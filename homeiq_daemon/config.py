@@ -249,6 +249,8 @@ class HttpSettings(_Section):
     idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)
     """A connection is closed when no complete request (line and headers) arrives this long after it opened
     or after the last response: it bounds idle keep-alive connections and slow-header clients alike."""
+    unredacted_attributes: list[str] = []
+    """Attribute names the API shows as they are, although they look like secrets (docs/api.md, "Redaction")."""
     max_connections: int = Field(default=256, ge=8, le=65_536)
     """Open client connections at most (further ones first displace the longest-idle connection, else are
     closed at once); also kept below the process's file descriptor limit minus a reserve for the stores,

@@ -23,6 +23,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
 
 from homeiq_daemon.api import params as apiparams
+from homeiq_daemon.api.attributes import AttributeRedactor
 from homeiq_daemon.api.connections import ConnectionGuard, connection_limit, descriptor_limit
 from homeiq_daemon.api.health import evaluate
 from homeiq_daemon.api.params import BadRequest
@@ -120,6 +121,7 @@ class ApiServer:
         self.connections: ConnectionGuard | None = None
         self._static = load_static()
         self.port: int | None = None
+        self._redact = AttributeRedactor(settings.unredacted_attributes)  # see api/attributes.py
         self.request_times = QueryTimes()
         doc = "Time to answer one HTTP request (server side)."
         context.metrics.register(
@@ -331,7 +333,9 @@ class ApiServer:
             if live is None:
                 return _error(404, f"no entity {entity_id!r}")
             row = live_only(live)
-        return _json(overlay(row, live, attributes=True))
+        shown = overlay(row, live, attributes=True)
+        shown["attributes"] = self._redact(shown.get("attributes"))
+        return _json(shown)
 
     async def history(self, request: web.Request) -> web.Response:
         params = apiparams.check_params(request.query.items(), _HISTORY_PARAMS)
@@ -346,6 +350,8 @@ class ApiServer:
         if reader is None:
             return _error(503, "no history backend is configured")
         points = await reader.entity_history(entity_id, start, end, limit + 1)
+        for point in points:
+            point["fields"] = self._redact(point.get("fields"))
         truncated = len(points) > limit
         return _json(
             {
