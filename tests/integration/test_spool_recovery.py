@@ -91,6 +91,13 @@ async def test_damaged_spool_starts_recovers_valid_records_and_reports_damage(
     assert app.stats.spool_damaged_regions == 3
     assert app.stats.spool_damaged_bytes > 0
     assert app.stats.spool_drained_points == 9 * 50
+    drain = app.stats.progress.get("spool drain")  # what the status page's "long work" shows
+    assert drain is not None
+    assert drain.finished
+    assert (drain.done, drain.total, drain.unit) == (9 * 50, 9 * 50, "points")
+    assert drain.snapshot().eta_s is None
+    done = [e for e in logs if e["event"] == "progress.done" and e["task"] == "spool drain"]
+    assert [e["done"] for e in done] == [9 * 50]
     assert stored_batches(influxd_server, influx_db) == {n: 50 for n in range(12) if n not in (1, 6, 11)}
     assert list((state / "spool").glob("*.seg")) == []
 
