@@ -142,9 +142,13 @@ class Delivery:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 batch = self._overflow[0]
+                dropped_before = self.spool.dropped_points  # appends run one at a time, under this lock
                 try:
                     dropped = await self._append(batch)
                 except OSError as exc:
+                    # A full disk makes the spool drop its oldest segments for room; when the write fails
+                    # all the same, those points are gone too and must be counted.
+                    self._count_spool_drops(self.spool.dropped_points - dropped_before)
                     self._disk_refused(exc)
                     await asyncio.sleep(_DISK_RETRY_S)
                     continue
@@ -180,6 +184,14 @@ class Delivery:
                 batches_waiting=len(self._overflow),
                 dropped_points_total=self._stats.points_dropped["spool_unwritable"],
             )
+        self._count_spool_drops(dropped)
+        self._refresh_spool_stats()
+        self._update_room()
+        self._wake_writer.set()
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def _count_spool_drops(self, dropped: int) -> None:
         if dropped:
             self._stats.points_dropped["spool_full"] += dropped
             if not self._spool_full_episode:
@@ -190,11 +202,6 @@ class Delivery:
                     dropped_points=dropped,
                     policy="the oldest segment is deleted to make room; logged once until the spool drains",
                 )
-        self._refresh_spool_stats()
-        self._update_room()
-        self._wake_writer.set()
-        if self.on_progress is not None:
-            self.on_progress()
 
     def _disk_refused(self, exc: OSError) -> None:
         """The disk refused a spool write (full, read-only, I/O error): keep a bounded number in memory."""
