@@ -63,7 +63,7 @@ async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> d
     writer = InfluxWriter(settings.influxdb, DeadLetters(state_dir / "deadletter"), stats)
     await writer.start()
     delivery = Delivery(writer, Spool(state_dir / "spool", max_bytes=1 << 30, segment_bytes=8 << 20), settings, stats)
-    pipeline = Pipeline(settings, stats, delivery)
+    pipeline = Pipeline(settings.mapping, settings.batch, stats, on_batch=delivery.enqueue)
     tasks = [asyncio.create_task(delivery.run_writer()), asyncio.create_task(delivery.run_spooler())]
     submit = pipeline.submit
     started = time.perf_counter()

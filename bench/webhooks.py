@@ -142,10 +142,11 @@ async def run_ours(base: str, rate: float, count: int, state_dir: Path) -> dict[
     await history.start()
     delivery = Delivery(history, Spool(state_dir / "spool", max_bytes=64 << 20, segment_bytes=1 << 20), settings, stats)
     writer = asyncio.create_task(delivery.run_writer())
-    pipeline = Pipeline(settings, stats, delivery)
+    pipeline = Pipeline(settings.mapping, settings.batch, stats, on_batch=delivery.enqueue)
     service = WebhookService(settings.webhooks, state_dir / "webhooks.db")
     await service.start()
-    pipeline.listeners.append(service.on_change)
+    pipeline.add_listener(service.on_change)
+    service_tasks = [asyncio.create_task(service.run_writer()), asyncio.create_task(service.dispatcher.run())]
     # The marker tells the receiver which path a request came from: the rule engine copies attributes.
     previous: dict[str, EntityState] = {}
 
@@ -167,6 +168,8 @@ async def run_ours(base: str, rate: float, count: int, state_dir: Path) -> dict[
     await service.stop(time.monotonic() + 5)
     await delivery.stop(time.monotonic() + 5)
     writer.cancel()
+    for task in service_tasks:
+        task.cancel()
     delivery.close()
     await history.close()
     return {

@@ -1,11 +1,12 @@
-"""Plain values that flow through the pipeline: entity states and state changes.
+"""Plain values that flow through the daemon: entity states, state changes, batches of encoded points.
 
 Frozen slotted dataclasses: created once per event on the hot path, so they must be cheap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -75,3 +76,22 @@ class StateChange:
     new_state: EntityState | None
     old_state: EntityState | None
     origin: Origin
+
+
+@dataclass(slots=True)
+class Batch:
+    lines: list[str]
+    created_at: float = field(default_factory=time.monotonic)
+    _body: bytes | None = None
+    marks: dict[str, int] = field(default_factory=dict)
+    live_max_ns: int | None = None
+    seq: int = -1
+
+    @property
+    def points(self) -> int:
+        return len(self.lines)
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = ("\n".join(self.lines) + "\n").encode()
+        return self._body

@@ -10,7 +10,8 @@ import binascii
 import re
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+
+from homeiq_daemon.runtime.timeparse import TimeParseError, parse_time_ns
 
 DEFAULT_LIMIT = 100
 MAX_TEXT = 255
@@ -18,8 +19,6 @@ MAX_QUERY_TEXT = 100
 MAX_CURSOR = 400
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DIGITS = re.compile(r"^\d{1,18}$")
 
 
@@ -102,22 +101,7 @@ def time_ns(params: Mapping[str, str], key: str, default_ns: int, now_ns: int | 
     raw = params.get(key)
     if raw is None:
         return default_ns
-    now = time.time_ns() if now_ns is None else now_ns
-    value = raw.strip()
-    if value == "now":
-        return now
-    match = _DURATION.match(value)
-    if match:
-        return now - int(float(match.group(1)) * _UNIT_S[match.group(2)] * 1_000_000_000)
-    if len(value) > 40:
-        raise BadRequest(f"{key}: use an ISO 8601 time or a duration like 24h")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{key}: use an ISO 8601 time or a duration like 24h") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return int(parsed.timestamp() * 1_000_000) * 1000
-    except (OverflowError, OSError, ValueError):
-        raise BadRequest(f"{key}: out of range") from None
+        return parse_time_ns(raw, time.time_ns() if now_ns is None else now_ns)
+    except TimeParseError as exc:
+        raise BadRequest(f"{key}: {exc}") from None

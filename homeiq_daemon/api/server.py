@@ -43,6 +43,7 @@ from homeiq_daemon.sinks.embedded import HistoryStore
 log = get_logger("homeiq.http")
 
 GZIP_MIN_BYTES = 4096
+SERVE_CHECK_S = 5.0
 MAX_TIME_NS = 2**63 - 1
 DAY_NS = 86_400 * 1_000_000_000
 HISTORY_MAX_POINTS = 10_000
@@ -164,6 +165,14 @@ class ApiServer:
         if self.connections.limit < s.max_connections:
             log.warning("http.connections_lowered", configured=s.max_connections, limit=self.connections.limit,
                         fd_limit=fd_limit, hint="raise LimitNOFILE= (the unit sets 4096)")  # fmt: skip
+
+    async def serve(self) -> None:
+        """The supervised side of the server: ends (raising) if the listening socket stops serving."""
+        while True:
+            await asyncio.sleep(SERVE_CHECK_S)
+            listener = self._listener
+            if listener is not None and not listener.is_serving():
+                raise RuntimeError(f"HTTP server on port {self.port} stopped listening")
 
     async def stop(self) -> None:
         if self._listener is not None:

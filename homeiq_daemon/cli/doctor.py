@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from homeiq_daemon.cli import status as status_cli
+from homeiq_daemon.cli.common import Loader, add_command
 from homeiq_daemon.config import Settings
 from homeiq_daemon.errors import EXIT_FAILURE, EXIT_OK, HomeIQError
 from homeiq_daemon.redaction import redact_url
@@ -56,8 +57,14 @@ class Check:
         return text + (f"  → fix: {self.fix}" if self.fix and self.level != "ok" else "")
 
 
-def add_parser(sub: Any) -> None:
-    sub.add_parser("doctor", help="check config, Home Assistant, InfluxDB, state dir, systemd (one line each)")
+def register(sub: Any) -> None:
+    add_command(
+        sub, "doctor", cmd_doctor, help="check config, Home Assistant, InfluxDB, state dir, systemd (one line each)"
+    )
+
+
+def cmd_doctor(args: argparse.Namespace, load: Loader) -> int:
+    return run(args, lambda: load(read_only=True))
 
 
 def run(args: argparse.Namespace, load: Callable[[], Settings], out: TextIO | None = None) -> int:

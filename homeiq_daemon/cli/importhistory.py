@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from typing import Any
 
+from homeiq_daemon.cli.common import Loader, add_command, parse_since
 from homeiq_daemon.config import Settings
 from homeiq_daemon.errors import EXIT_OK, ConfigError, HomeIQError, SinkAuthError, TransientSinkError
 from homeiq_daemon.model import EntityState, ns_to_iso
@@ -28,9 +30,12 @@ _WRITE_ATTEMPTS = 8
 _INTERRUPTED = 130
 
 
-def add_parser(sub: Any) -> None:
-    parser = sub.add_parser(
-        "import-history", help="import Home Assistant's recorder history into the configured sink (resumable)"
+def register(sub: Any) -> None:
+    parser = add_command(
+        sub,
+        "import-history",
+        cmd_import_history,
+        help="import Home Assistant's recorder history into the configured sink (resumable)",
     )
     parser.add_argument("--since", required=True, help="how far back: a duration (10d, 12h) or an ISO time")
     parser.add_argument("--until", help="up to when (a duration ago or an ISO time; default: now)")
@@ -170,9 +175,12 @@ def _report_horizon(plan: Any) -> None:
         )
 
 
-def cmd_import_history(args: argparse.Namespace, settings: Settings) -> int:
-    from homeiq_daemon.cli import parse_since  # noqa: PLC0415 - the package's one time parser
+def cmd_import_history(args: argparse.Namespace, load: Loader) -> int:
+    from homeiq_daemon.runtime.logs import configure_logging  # noqa: PLC0415
 
+    settings = load()
+    configure_logging(settings.log)
+    os.umask(0o077)
     if not settings.home_assistant.url:
         raise ConfigError("home_assistant.url: import-history needs Home Assistant (url and token)")
     now_ns = time.time_ns()

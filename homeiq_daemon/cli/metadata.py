@@ -9,16 +9,18 @@ from typing import Any
 
 import orjson
 
-from homeiq_daemon.config import load_settings
+from homeiq_daemon.cli.common import Loader, add_command
 from homeiq_daemon.errors import EXIT_OK, HomeIQError
 
 
-def add_parsers(sub: Any) -> None:
-    devices = sub.add_parser("devices", help="list Home Assistant devices from the metadata store")
+def register(sub: Any) -> None:
+    devices = add_command(sub, "devices", cmd_devices, help="list Home Assistant devices from the metadata store")
     devices.add_argument("--area", metavar="AREA", help="only devices in this area (id or name)")
     devices.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    entities = sub.add_parser("entities", help="list entities (with their latest state) from the metadata store")
+    entities = add_command(
+        sub, "entities", cmd_entities, help="list entities (with their latest state) from the metadata store"
+    )
     entities.add_argument("--area", metavar="AREA", help="only entities in this area (id or name)")
     entities.add_argument("--domain", metavar="DOMAIN", help="only this domain (sensor, light, …)")
     entities.add_argument("--device", metavar="DEVICE_ID", help="only entities of this device")
@@ -63,11 +65,10 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Any, wh
     return EXIT_OK
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
+def cmd_devices(args: argparse.Namespace, load: Loader) -> int:
     from homeiq_daemon.metadata.sql import read_devices  # noqa: PLC0415
 
-    settings = load_settings(args.config, read_only=True)
-    path = settings.store_db_path
+    path = load(read_only=True).store_db_path
     try:
         rows = read_devices(path, _area_id(path, args.area))
     except FileNotFoundError:
@@ -83,11 +84,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return _emit(args, rows, columns, "devices")
 
 
-def cmd_entities(args: argparse.Namespace) -> int:
+def cmd_entities(args: argparse.Namespace, load: Loader) -> int:
     from homeiq_daemon.metadata.sql import EntityQuery, read_entities  # noqa: PLC0415
 
-    settings = load_settings(args.config, read_only=True)
-    path = settings.store_db_path
+    path = load(read_only=True).store_db_path
     try:
         query = EntityQuery(
             domain=args.domain, area_id=_area_id(path, args.area), device_id=args.device, limit=1_000_000
@@ -112,5 +112,3 @@ def cmd_entities(args: argparse.Namespace) -> int:
     ]
     return _emit(args, rows, columns, "entities")
 
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"devices": cmd_devices, "entities": cmd_entities}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from homeiq_daemon.cli.common import Loader, add_command
 from homeiq_daemon.cli.ha_influx import Conversion, MigrationError, convert
 from homeiq_daemon.errors import EXIT_OK, ConfigError, HomeIQError
 
@@ -26,9 +27,12 @@ MAX_INCLUDE_DEPTH = 8
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def add_parser(sub: Any) -> None:
-    migrate = sub.add_parser(
+def register(sub: Any) -> None:
+    migrate = add_command(
+        sub,
         "migrate-ha-config",
+        cmd_migrate,
+        takes_config=False,  # it reads Home Assistant's configuration, not ours
         help="print a homeiq.toml equivalent to Home Assistant's influxdb: block",
         description="Reads the influxdb: block of Home Assistant's configuration.yaml (v1 or v2 form, !secret "
         "from secrets.yaml beside it) and prints the equivalent homeiq settings. Secrets are not printed: "
@@ -212,7 +216,7 @@ def _write_secrets(directory: Path, secrets: dict[str, str]) -> None:
         os.chmod(path, 0o600)
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
+def cmd_migrate(args: argparse.Namespace, load: Loader) -> int:
     source = Path(args.configuration)
     block = read_influx_block(source)
     try:

@@ -15,6 +15,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from homeiq_daemon.cli.common import Loader, add_command
 from homeiq_daemon.config import Settings
 from homeiq_daemon.errors import EXIT_FAILURE, EXIT_NOPERM, EXIT_OK
 from homeiq_daemon.runtime.progress import format_duration
@@ -32,9 +33,9 @@ class Refused(Exception):
     """The daemon answered 401: the token in the config is not the one it runs with."""
 
 
-def add_parser(sub: Any) -> None:
-    status = sub.add_parser(
-        "status", help="what the running daemon is doing (exit 0 healthy, 1 degraded, 3 not running)"
+def register(sub: Any) -> None:
+    status = add_command(
+        sub, "status", cmd_status, help="what the running daemon is doing (exit 0 healthy, 1 degraded, 3 not running)"
     )
     status.add_argument("--json", action="store_true", help="print the daemon's /api/v1/status document")
 
@@ -64,6 +65,10 @@ def fetch_status(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str, 
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NotRunning(f"nothing answers at {url} ({reason})") from None
+
+
+def cmd_status(args: argparse.Namespace, load: Loader) -> int:
+    return run(args, load(read_only=True))
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:

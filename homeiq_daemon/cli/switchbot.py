@@ -16,20 +16,23 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from homeiq_daemon.config import Settings
+from homeiq_daemon.cli.common import Loader, add_command
+from homeiq_daemon.config import SwitchBotSettings
 from homeiq_daemon.errors import EXIT_OK, ConfigError, HomeIQError
 from homeiq_daemon.redaction import redact_url
 
 RECEIVER_PATH = "/switchbot/webhook/"
 
 
-def add_parser(sub: Any) -> None:
-    switchbot = sub.add_parser("switchbot", help="set up, show or delete the SwitchBot Cloud webhook")
+def register(sub: Any) -> None:
+    help_text = "set up, show or delete the SwitchBot Cloud webhook"
+    switchbot = add_command(sub, "switchbot", cmd_switchbot, help=help_text)
     actions = switchbot.add_subparsers(dest="switchbot_command", metavar="ACTION", required=True)
-    setup = actions.add_parser("setup-webhook", help="have SwitchBot push every device's changes to URL")
+    setup = add_command(actions, "setup-webhook", None, help="have SwitchBot push every device's changes to URL")
     setup.add_argument("url", help=f"public https URL that reaches the daemon's {RECEIVER_PATH}<webhook_path_secret>")
-    actions.add_parser("query-webhook", help="show the URL SwitchBot pushes to, with its details")
-    delete = actions.add_parser("delete-webhook", help="stop the pushes to URL (default: to every URL configured)")
+    add_command(actions, "query-webhook", None, help="show the URL SwitchBot pushes to, with its details")
+    delete_help = "stop the pushes to URL (default: to every URL configured)"
+    delete = add_command(actions, "delete-webhook", None, help=delete_help)
     delete.add_argument("url", nargs="?")
 
 
@@ -37,8 +40,9 @@ def mask(url: str) -> str:
     return redact_url(url)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.switchbot.enabled:
+def cmd_switchbot(args: argparse.Namespace, load: Loader) -> int:
+    settings = load(read_only=True).switchbot
+    if not settings.enabled:
         raise ConfigError(
             "switchbot.token and switchbot.secret are needed (or the switchbot_token and switchbot_secret credentials)"
         )
@@ -50,11 +54,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_delete(settings, args.url))
 
 
-def _check_url(url: str, settings: Settings) -> None:
+def _check_url(url: str, settings: SwitchBotSettings) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HomeIQError(f"setup-webhook: {url!r} is not an http(s) URL")
-    secret = settings.switchbot.webhook_path_secret
+    secret = settings.webhook_path_secret
     if secret is None:
         sys.stderr.write("warning: switchbot.webhook_path_secret is not set, so the daemon has no receiver for "
                          "these pushes yet\n")  # fmt: skip
@@ -65,13 +69,13 @@ def _check_url(url: str, settings: Settings) -> None:
         sys.stderr.write("warning: pushes over plain http cross the internet unencrypted\n")
 
 
-def _client(settings: Settings) -> Any:
+def _client(settings: SwitchBotSettings) -> Any:
     from homeiq_daemon.sources.switchbot.client import SwitchBotClient  # noqa: PLC0415 - aiohttp only when called
 
-    return SwitchBotClient(settings.switchbot)
+    return SwitchBotClient(settings)
 
 
-async def _setup(settings: Settings, url: str) -> int:
+async def _setup(settings: SwitchBotSettings, url: str) -> int:
     async with _client(settings) as client:
         await client.setup_webhook(url)
     sys.stdout.write(f"SwitchBot now pushes every device's changes to {mask(url)}\n")
@@ -84,7 +88,7 @@ async def _configured(client: Any) -> list[str]:
     return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
 
 
-async def _query(settings: Settings) -> int:
+async def _query(settings: SwitchBotSettings) -> int:
     async with _client(settings) as client:
         urls = await _configured(client)
         details = await client.query_webhook_details(urls) if urls else []
@@ -96,7 +100,7 @@ async def _query(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _delete(settings: Settings, url: str | None) -> int:
+async def _delete(settings: SwitchBotSettings, url: str | None) -> int:
     async with _client(settings) as client:
         urls = [url] if url else await _configured(client)
         for each in urls:

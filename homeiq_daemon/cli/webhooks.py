@@ -12,34 +12,41 @@ import asyncio
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from homeiq_daemon.config import Settings
+from homeiq_daemon.cli.common import Loader, add_command
+from homeiq_daemon.config import WebhookSettings
+from homeiq_daemon.config.webhooks import OUTBOX_FILE
 from homeiq_daemon.errors import EXIT_FAILURE, EXIT_OK, HomeIQError
+from homeiq_daemon.redaction import redact_url
 
 
-def add_parser(sub: Any) -> None:
-    webhooks = sub.add_parser("webhooks", help="send a test delivery for a rule; show recent deliveries")
+def register(sub: Any) -> None:
+    help_text = "send a test delivery for a rule; show recent deliveries"
+    webhooks = add_command(sub, "webhooks", cmd_webhooks, help=help_text)
     actions = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
-    test = actions.add_parser("test", help="send a signed test delivery for RULE and print the receiver's answer")
+    test_help = "send a signed test delivery for RULE and print the receiver's answer"
+    test = add_command(actions, "test", None, help=test_help)
     test.add_argument("rule")
     test.add_argument("--entity", help="entity_id to put in the test payload (default: the rule's first entity)")
-    log = actions.add_parser("log", help="recent deliveries from the outbox, newest first (read-only)")
+    log = add_command(actions, "log", None, help="recent deliveries from the outbox, newest first (read-only)")
     log.add_argument("--failed", action="store_true", help="only rejected, dead-lettered or still retrying")
     log.add_argument("--limit", type=int, default=50)
     log.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_webhooks(args: argparse.Namespace, load: Loader) -> int:
+    settings = load(read_only=True)
     if args.webhooks_command == "test":
-        return asyncio.run(_test(settings, args.rule, args.entity))
-    return _log(settings, failed=args.failed, limit=args.limit, as_json=args.json)
+        return asyncio.run(_test(settings.webhooks, args.rule, args.entity))
+    return _log(settings.state_dir / OUTBOX_FILE, failed=args.failed, limit=args.limit, as_json=args.json)
 
 
-def _test_entity(settings: Settings, rule_name: str) -> str:
-    rule = settings.webhooks.rule(rule_name)
+def _test_entity(webhooks: WebhookSettings, rule_name: str) -> str:
+    rule = webhooks.rule(rule_name)
     assert rule is not None
     plain = [e for e in rule.entities if not any(ch in e for ch in "*?[")]
     if plain:
@@ -47,13 +54,11 @@ def _test_entity(settings: Settings, rule_name: str) -> str:
     return f"{rule.domains[0]}.homeiq_test" if rule.domains else "homeiq.test"
 
 
-async def _test(settings: Settings, rule_name: str, entity_id: str | None) -> int:
-    from homeiq_daemon.redaction import redact_url  # noqa: PLC0415
+async def _test(webhooks: WebhookSettings, rule_name: str, entity_id: str | None) -> int:
     from homeiq_daemon.webhooks.client import WebhookClient  # noqa: PLC0415 - aiohttp only when sending
     from homeiq_daemon.webhooks.payload import build_test_body, new_delivery_id  # noqa: PLC0415
     from homeiq_daemon.webhooks.signing import sign_headers  # noqa: PLC0415
 
-    webhooks = settings.webhooks
     rule = webhooks.rule(rule_name)
     if rule is None:
         known = ", ".join(r.name for r in webhooks.rules) or "none configured"
@@ -61,7 +66,7 @@ async def _test(settings: Settings, rule_name: str, entity_id: str | None) -> in
     target = webhooks.all_targets[rule.target_name]
     now_ns = time.time_ns()
     delivery_id = new_delivery_id(now_ns)
-    body = build_test_body(rule.name, entity_id or _test_entity(settings, rule.name), delivery_id, now_ns)
+    body = build_test_body(rule.name, entity_id or _test_entity(webhooks, rule.name), delivery_id, now_ns)
     headers = sign_headers(target.keys, delivery_id, now_ns // 1_000_000_000, body)
     out = sys.stdout
     out.write(f"POST {redact_url(target.url)}  (rule {rule.name}, target {rule.target_name})\n")
@@ -92,11 +97,9 @@ def _when(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
 
 
-def _log(settings: Settings, *, failed: bool, limit: int, as_json: bool) -> int:
-    from homeiq_daemon.webhooks.config import OUTBOX_FILE  # noqa: PLC0415
+def _log(path: Path, *, failed: bool, limit: int, as_json: bool) -> int:
     from homeiq_daemon.webhooks.outbox import read_log  # noqa: PLC0415
 
-    path = settings.state_dir / OUTBOX_FILE
     try:
         rows = read_log(path, limit=limit, failed_only=failed)
     except FileNotFoundError:

@@ -28,7 +28,7 @@ from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery.poison import NOT_POISON, PoisonQuarantine
 from homeiq_daemon.delivery.spool import Spool, SpoolRecord
 from homeiq_daemon.errors import SinkAuthError
-from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.model import Batch
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.progress import Progress
 from homeiq_daemon.runtime.retry import backoff_delay

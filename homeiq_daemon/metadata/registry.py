@@ -301,3 +301,24 @@ def tag_table(places: Mapping[str, EntityPlace], *, area: bool, device: bool) ->
         if tags:
             table[entity_id] = tags
     return table
+
+
+class RegistryIndex:
+    """What the registries say now, in the form the hot path reads: entity -> place, entity -> tags.
+
+    The registry sync replaces both tables on every change; the point mapping calls the index for an
+    entity's enrichment tags (one dict lookup), webhook rules read ``places`` for areas. Built by the app
+    before the pipeline, so the pipeline, webhooks and the sync each get it without knowing each other.
+    """
+
+    __slots__ = ("places", "tags")
+
+    def __init__(self) -> None:
+        self.places: dict[str, EntityPlace] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+
+    def __call__(self, entity_id: str) -> Mapping[str, str]:
+        return self.tags.get(entity_id, _NO_TAGS)
+
+
+_NO_TAGS: Mapping[str, str] = {}

@@ -3,33 +3,17 @@ first line entered it, whichever comes first. Never blocks: a full batch goes to
 keeps a bounded number in memory and sends the rest to the disk spool.
 
 A batch also carries, per Home Assistant entity, the newest ``last_updated`` in it and the newest of its
-live lines: the watermarks (pipeline/watermarks.py) commit them once the batch is safely in the sink."""
+live lines: the watermarks (pipeline/watermarks.py) commit them once the batch is safely in the sink.
+``Batch`` itself lives in model.py: delivery and the sinks take it without importing the pipeline."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from homeiq_daemon.model import Batch
 
-@dataclass(slots=True)
-class Batch:
-    lines: list[str]
-    created_at: float = field(default_factory=time.monotonic)
-    _body: bytes | None = None
-    marks: dict[str, int] = field(default_factory=dict)
-    live_max_ns: int | None = None
-    seq: int = -1
-
-    @property
-    def points(self) -> int:
-        return len(self.lines)
-
-    def body(self) -> bytes:
-        if self._body is None:
-            self._body = ("\n".join(self.lines) + "\n").encode()
-        return self._body
+__all__ = ["Batch", "Batcher"]
 
 
 class Batcher:

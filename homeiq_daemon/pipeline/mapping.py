@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from homeiq_daemon.config import EntityCustomization, EntityFilter, MappingSettings, _glob_regex
+from homeiq_daemon.config import EntityCustomization, MappingSettings
 from homeiq_daemon.model import EntityState
 from homeiq_daemon.pipeline.digittail import digit_tail_number
+from homeiq_daemon.pipeline.filter import EntityFilter, glob_regex
 from homeiq_daemon.sinks.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
 
 SKIPPED_STATES = frozenset(("unknown", "unavailable", ""))
@@ -72,7 +73,7 @@ class PointMapper:
         self._global_tags = dict(settings.tags)
         self._extra_tags = extra_tags
         self._customize_glob = [
-            (_glob_regex([glob]), custom) for glob, custom in settings.component_config_glob.items()
+            (glob_regex([glob]), custom) for glob, custom in settings.component_config_glob.items()
         ]
         self._entity_config: dict[str, tuple[str | None, frozenset[str]]] = {}
         # Fast path (map_line): per-entity plans and rendered field fragments, all bounded.

@@ -30,6 +30,9 @@ class StateTracker:
     def get(self, entity_id: str) -> EntityState | None:
         return self._last.get(entity_id)
 
+    def entity_ids(self) -> list[str]:
+        return list(self._last)
+
     def accept(self, change: StateChange) -> bool:
         """Record a live change; False when it repeats (or predates) what we already have."""
         new = change.new_state

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import orjson
 
-from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.model import Batch
 from homeiq_daemon.runtime.logs import get_logger
 
 log = get_logger("homeiq.watermarks")

@@ -113,7 +113,6 @@ class ReplaySource:
 
     async def run(self) -> None:
         delta = self._delta_ns()
-        delivery = self._pipeline.delivery
         first_event_ns: int | None = None
         started = time.monotonic()
         log.info(
@@ -137,7 +136,7 @@ class ReplaySource:
                 if wait > 0:
                     await asyncio.sleep(wait)
             elif count % 256 == 0:
-                await delivery.wait_for_room()
+                await self._pipeline.wait_for_room()
                 await asyncio.sleep(0)  # let the writer and the HTTP server run
             self._pipeline.submit(change)
             self.replayed = count

@@ -4,7 +4,8 @@ concurrency.
 One *lane* per rule: a task that works through that rule's deliveries strictly in order (a later delivery
 waits for the earlier one to finish, however long its retries take), so a receiver never sees "door closed"
 before "door opened". Lanes of different rules run side by side; a semaphore per target caps the requests in
-flight to one receiver. A lane task exists only while its rule has work.
+flight to one receiver. A lane task exists only while its rule has work; ``run`` (the supervised task)
+starts them, so a lane that crashes ends ``run`` and the supervisor starts it again: the work stays queued.
 
 Retried: no answer, timeouts, 408, 429 and 5xx (``Retry-After`` honoured, otherwise exponential backoff
 with jitter). Final: 2xx (delivered) and every other status (rejected). Past ``horizon_s`` since the rule
@@ -19,11 +20,12 @@ import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
+from homeiq_daemon.config.webhooks import WebhookSettings
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.webhooks.client import AttemptResult, WebhookClient
-from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.outbox import DEAD, DELIVERED, REJECTED, Outbox, OutboxRow
 from homeiq_daemon.webhooks.signing import sign_headers
 from homeiq_daemon.webhooks.stats import WebhookStats
@@ -66,6 +68,7 @@ class Dispatcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -78,21 +81,25 @@ class Dispatcher:
         self._lanes.setdefault(work.rule, deque()).append(work)
         self._stats.pending += 1
         if work.rule not in self._tasks:
-            task = asyncio.create_task(self._run_lane(work.rule), name=f"homeiq-webhook-{work.rule}")
-            self._tasks[work.rule] = task
-            task.add_done_callback(self._lane_done)
+            self._wake.set()
 
-    def _lane_done(self, task: asyncio.Task[None]) -> None:
-        rule = task.get_name().removeprefix("homeiq-webhook-")
+    async def run(self) -> None:
+        """Start a lane for each rule with work, until stopped. A lane's crash ends this (TaskGroup)."""
+        async with asyncio.TaskGroup() as group:
+            while not self._stop.is_set():
+                self._wake.clear()
+                for rule, lane in list(self._lanes.items()):
+                    if lane and rule not in self._tasks:
+                        task = group.create_task(self._run_lane(rule), name=f"homeiq-webhook-{rule}")
+                        self._tasks[rule] = task
+                        task.add_done_callback(partial(self._lane_done, rule))
+                await self._wake.wait()
+
+    def _lane_done(self, rule: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(rule) is task:
             del self._tasks[rule]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook.lane_crashed", rule=rule, error=repr(task.exception()))
-        # Work that arrived while the task was finishing (or survived a crash) gets a fresh lane.
-        if self._lanes.get(rule) and not self._stop.is_set():
-            retry = asyncio.create_task(self._run_lane(rule), name=task.get_name())
-            self._tasks[rule] = retry
-            retry.add_done_callback(self._lane_done)
+        if self._lanes.get(rule):  # work that arrived while the lane was finishing gets a fresh lane
+            self._wake.set()
 
     async def _run_lane(self, rule: str) -> None:
         lane = self._lanes[rule]
@@ -218,6 +225,7 @@ class Dispatcher:
         """No new attempts; attempts already on the wire get ``grace_s`` to finish; the rest stays in the
         outbox (pending, same id) for the next start."""
         self._stop.set()
+        self._wake.set()
         tasks = list(self._tasks.values())
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, grace_s))

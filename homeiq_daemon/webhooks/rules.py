@@ -27,8 +27,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from homeiq_daemon.config.webhooks import WebhookRule, WebhookSettings
 from homeiq_daemon.model import EntityState, StateChange
-from homeiq_daemon.webhooks.config import WebhookRule, WebhookSettings
 from homeiq_daemon.webhooks.stats import WebhookStats
 
 NOT_FIRING_ORIGINS = frozenset({"snapshot", "gapfill"})

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from homeiq_daemon.config.webhooks import WebhookSettings
 from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.model import StateChange
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.webhooks.client import WebhookClient
-from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.dispatcher import Dispatcher, Work
 from homeiq_daemon.webhooks.outbox import NewDelivery, Outbox
 from homeiq_daemon.webhooks.payload import build_body, new_delivery_id
@@ -68,7 +68,6 @@ class WebhookService:
         self._engine: RuleEngine | None = None
         self._queue: deque[NewDelivery] = deque()
         self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._dropping = False
 
@@ -84,7 +83,6 @@ class WebhookService:
         resumed = await self.outbox.pending()
         for row in resumed:
             self.dispatcher.enqueue(Work.from_row(row))
-        self._writer = asyncio.create_task(self._write_loop(), name="homeiq-webhook-outbox")
         log.info(
             "webhook.started",
             rules=len(self._engine.rules),
@@ -125,7 +123,8 @@ class WebhookService:
 
     # --- the async side -----------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
+    async def run_writer(self) -> None:
+        """The supervised task that commits matches to the outbox and hands them to the dispatcher."""
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -157,16 +156,13 @@ class WebhookService:
         """``deadline`` is a ``time.monotonic()`` value (the app's shutdown budget)."""
         if self._engine is not None:
             self._engine.close()
-        if self._writer is not None:
-            # Matched but not yet written: let the writer commit them, so the next start sends them.
-            self._closing = True
-            self._wake.set()
-            done, _ = await asyncio.wait({self._writer}, timeout=max(0.1, deadline - time.monotonic()))
-            if not done:
-                log.warning("webhook.stop_commit_timeout", lost=len(self._queue))
-                self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        # Matched but not yet written: commit them now, so the next start sends them.
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._commit_queued(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("webhook.stop_commit_timeout", lost=len(self._queue))
         await self.dispatcher.stop(min(STOP_GRACE_S, max(0.0, deadline - time.monotonic())))
         await self.client.close()
         await self.outbox.close()

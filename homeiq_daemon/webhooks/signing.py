@@ -8,51 +8,40 @@ receiver holding either the old or the new secret accepts deliveries during a ro
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
-MIN_SECRET_BYTES = 24  # the spec's recommended range: 24 to 64 random bytes
-MAX_SECRET_BYTES = 64
+from homeiq_daemon.config.webhooks import (  # the secret format is part of the configuration
+    MAX_SECRET_BYTES,
+    MIN_SECRET_BYTES,
+    SECRET_PREFIX,
+    SecretFormatError,
+    decode_secret,
+    encode_secret,
+    parse_secrets,
+)
+
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "MIN_SECRET_BYTES",
+    "SECRET_PREFIX",
+    "TOLERANCE_S",
+    "SecretFormatError",
+    "VerificationError",
+    "decode_secret",
+    "encode_secret",
+    "parse_secrets",
+    "sign_headers",
+    "signature",
+    "verify",
+]
+
 TOLERANCE_S = 300  # receivers accept timestamps within ±5 minutes
-
-
-class SecretFormatError(ValueError):
-    pass
 
 
 class VerificationError(Exception):
     """A delivery that must be refused; the message says why (never the secret)."""
-
-
-def decode_secret(text: str) -> bytes:
-    """``whsec_<base64>`` -> key bytes. Raises SecretFormatError naming what is wrong, never echoing it."""
-    if not text.startswith(SECRET_PREFIX):
-        raise SecretFormatError(f"must look like {SECRET_PREFIX}<base64 of 24 to 64 random bytes>")
-    encoded = text[len(SECRET_PREFIX) :]
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise SecretFormatError(f"the part after {SECRET_PREFIX} is not valid base64") from None
-    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
-        raise SecretFormatError(
-            f"decodes to {len(key)} bytes; use 24 to 64 random bytes (e.g. whsec_$(openssl rand -base64 32))"
-        )
-    return key
-
-
-def parse_secrets(text: str) -> list[bytes]:
-    """Several secrets separated by whitespace (a rotation window): the first is the newest."""
-    keys = [decode_secret(part) for part in text.split()]
-    if not keys:
-        raise SecretFormatError("is empty")
-    return keys
-
-
-def encode_secret(key: bytes) -> str:
-    return SECRET_PREFIX + base64.b64encode(key).decode("ascii")
 
 
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

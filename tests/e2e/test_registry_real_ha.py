@@ -106,7 +106,7 @@ async def test_registry_changes_in_real_ha_reach_the_store(
         metadata={"state_flush_interval_s": 0.2, "registry_refresh_delay_s": 0.1},
     )
     async with running_app(settings) as (app, _):
-        await wait_for(lambda: app.metadata.sync.full_syncs >= 1, timeout_s=30)
+        await wait_for(lambda: app.registry_sync.full_syncs >= 1, timeout_s=30)
         # What HA had at connect: its YAML helpers are registry entities with states.
         await wait_for(lambda: _entities(state_dir).get("input_boolean.e2e_switch", {}).get("state") == "off")
         assert _entities(state_dir)["input_boolean.e2e_switch"]["in_registry"] is True
@@ -158,5 +158,5 @@ async def test_registry_changes_in_real_ha_reach_the_store(
         )
         await wait_for(lambda: _entities(state_dir)["input_boolean.e2e_switch"]["area_id"] == cellar["area_id"])
         assert _entities(state_dir)["input_boolean.e2e_switch"]["state"] == "off"
-        assert app.metadata.sync.failures == 0
-        assert app.metadata.sync.malformed == 0
+        assert app.registry_sync.failures == 0
+        assert app.registry_sync.malformed == 0

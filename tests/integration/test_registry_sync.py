@@ -127,7 +127,7 @@ def _settings(tmp_path: Path, ha: FakeHomeAssistant) -> Any:
 
 async def test_registries_mirror_home_assistant(tmp_path: Path, fake_ha: RegistryFakeHA) -> None:
     async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
-        sync = app.metadata.sync
+        sync = app.registry_sync
         await wait_for(lambda: sync.full_syncs >= 1)
         await wait_for(lambda: _entities(tmp_path).get("sensor.temperature", {}).get("state") == "20.5")
         found = _entities(tmp_path)
@@ -163,7 +163,7 @@ async def test_registries_mirror_home_assistant(tmp_path: Path, fake_ha: Registr
         await wait_for(lambda: _entities(tmp_path)["switch.plug"]["area_id"] is None)
 
         # The API reads the same store.
-        port = app.metadata.server.port if app.metadata.server else None
+        port = app.server.port if app.server else None
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/api/v1/areas") as resp:
                 areas = {a["area_id"]: a["name"] for a in (await resp.json())["items"]}
@@ -200,7 +200,7 @@ async def test_registries_mirror_home_assistant(tmp_path: Path, fake_ha: Registr
 
 async def test_enrichment_tags_on_points(tmp_path: Path, fake_ha: RegistryFakeHA) -> None:
     async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
-        await wait_for(lambda: app.metadata.sync.full_syncs >= 1)
+        await wait_for(lambda: app.registry_sync.full_syncs >= 1)
         fake_ha.set_state("sensor.temperature", "23.0", {"unit_of_measurement": "°C"})
         fake_ha.set_state("light.desk", "on", {})
         rows = await wait_for(lambda: [r for r in read_history(tmp_path / "history.db", "sensor.temperature", 0, 2**62)
@@ -224,7 +224,7 @@ async def test_cli_reads_while_daemon_runs(tmp_path: Path, fake_ha: RegistryFake
                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     settings = _settings(tmp_path, fake_ha)
     async with running_app(settings) as (app, _):
-        await wait_for(lambda: app.metadata.sync.full_syncs >= 1)
+        await wait_for(lambda: app.registry_sync.full_syncs >= 1)
         await asyncio.sleep(0.3)
         env = {"HOMEIQ_STATE_DIR": str(tmp_path)}
         with pytest.MonkeyPatch.context() as mp:

@@ -17,7 +17,7 @@ from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery.loop import Delivery
 from homeiq_daemon.delivery.spool import FLAG_GZIP, HEADER_SIZE, MAGIC, Spool
-from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.model import Batch
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import WriteResult
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters

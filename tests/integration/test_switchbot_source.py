@@ -68,12 +68,12 @@ def source_of(app: App) -> SwitchBotSource:
 
 def tracked(app: App, entity_id: str) -> str | None:
     assert app.pipeline is not None
-    state = app.pipeline.tracker.get(entity_id)
+    state = app.pipeline.states.get(entity_id)
     return state.state if state is not None else None
 
 
 async def http(app: App, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    server = app.metadata.server
+    server = app.server
     assert server is not None
     async with aiohttp.ClientSession() as session, session.request(
         method, f"http://127.0.0.1:{server.port}{path}", data=body
@@ -110,7 +110,7 @@ async def test_meters_plugs_and_hub_reach_the_pipeline_store_and_api(tmp_path: P
         await wait_for(lambda: tracked(app, "switchbot.hub_2_office_light_level") == "12")
         assert tracked(app, "switchbot.balcony_temperature") == "-3.5"
         assert tracked(app, "switchbot.coffee_machine_current") == "377.0"
-        state = app.pipeline.tracker.get(METER) if app.pipeline else None
+        state = app.pipeline.states.get(METER) if app.pipeline else None
         assert state is not None
         assert state.attributes["unit_of_measurement"] == "°C"
 
@@ -340,7 +340,7 @@ async def test_webhook_push_is_stamped_with_its_sample_time_and_a_poll_repeating
                                    push("C2:71:11:1E:C0:AB", sample_ms, temperature=22.5, humidity=52,
                                         scale="CELSIUS", battery=100))  # fmt: skip
         assert (status, reply) == (200, {"accepted": 1})  # humidity and battery did not change
-        state = app.pipeline.tracker.get(METER)
+        state = app.pipeline.states.get(METER)
         assert state is not None
         assert state.state == "22.5"
         assert state.last_updated_ns == sample_ms * 1_000_000

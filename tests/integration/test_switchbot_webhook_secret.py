@@ -22,9 +22,9 @@ WRONG = "not-the-secret-0123456789abcdef"
 
 
 def port_of(app: App) -> int:
-    assert app.metadata.server is not None
-    assert app.metadata.server.port is not None
-    return app.metadata.server.port
+    assert app.server is not None
+    assert app.server.port is not None
+    return app.server.port
 
 
 async def send_head(port: int, path: str, headers: str, body: bytes = b"") -> tuple[asyncio.StreamReader,

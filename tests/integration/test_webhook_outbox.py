@@ -22,9 +22,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
+from homeiq_daemon.config.webhooks import WebhookSettings
 from homeiq_daemon.errors import StateDirError
 from homeiq_daemon.model import EntityState, StateChange
-from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.service import STOP_GRACE_S, WebhookService
 from homeiq_daemon.webhooks.signing import encode_secret
@@ -78,9 +78,17 @@ class Door:
             self.set("off")
 
 
+_RUNNING: dict[int, list[asyncio.Task[None]]] = {}
+
+
 async def started(settings: WebhookSettings, db: Path) -> WebhookService:
+    """The service as the app runs it: started, with its outbox writer and dispatcher as tasks."""
     service = WebhookService(settings, db)
     await service.start()
+    _RUNNING[id(service)] = [
+        asyncio.create_task(service.run_writer(), name="homeiq-webhook-outbox"),
+        asyncio.create_task(service.dispatcher.run(), name="homeiq-webhook-dispatcher"),
+    ]
     return service
 
 
@@ -95,6 +103,10 @@ async def stop(service: WebhookService) -> None:
         await asyncio.wait_for(service.stop(time.monotonic() + STOP_BUDGET_S), limit_s)
     except TimeoutError:
         raise AssertionError(f"the webhook service did not stop within {limit_s:g} s") from None
+    tasks = _RUNNING.pop(id(service), [])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("homeiq-webhook") and not t.done()]
     assert left == [], f"tasks still running after stop: {left}"
 

@@ -57,7 +57,7 @@ def caught_up(app: App, events: int) -> bool:
         d is not None
         and p is not None
         and sum(app.stats.events_received.values()) >= events
-        and len(p.batcher) == 0
+        and p.pending_points == 0
         and d.is_up
         and d.backlog == 0
         and app.stats.spool_records == 0

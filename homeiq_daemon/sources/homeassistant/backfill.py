@@ -18,12 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from homeiq_daemon.config.backfill import BackfillSettings
 from homeiq_daemon.model import EntityState, ns_to_iso
 from homeiq_daemon.pipeline.watermarks import Watermarks
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant import history
-from homeiq_daemon.sources.homeassistant.backfill_config import BackfillSettings
 
 log = get_logger("homeiq.backfill")
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
+from homeiq_daemon.config.backfill import BackfillSettings
 from homeiq_daemon.model import EntityState
 from homeiq_daemon.sources.homeassistant import history
 from homeiq_daemon.sources.homeassistant import messages as hamessages
 from homeiq_daemon.sources.homeassistant.backfill import HistoryFetcher
-from homeiq_daemon.sources.homeassistant.backfill_config import BackfillSettings
 
 CHECKPOINT_FILE = "import-history.json"
 _OVERLAP_NS = 1_000_000

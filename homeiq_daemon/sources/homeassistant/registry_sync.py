@@ -9,8 +9,8 @@ Over the Home Assistant source's own WebSocket (no second connection):
   (a missing entry means removed; a rename brings ``old_entity_id``, which goes). Fetches wait
   ``refresh_delay_s`` so a burst of events (an integration reloading) costs one round trip.
 
-It also holds an in-memory copy of the registries, from which it builds the entity -> tags table that the
-point mapping reads on the hot path (a dict lookup, no SQL).
+It also holds an in-memory copy of the registries, from which it builds the ``RegistryIndex`` (entity ->
+place and entity -> tags) that the point mapping and webhook rules read on the hot path (no SQL).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from homeiq_daemon.metadata.registry import (
     EntityPlace,
     RegistryEntity,
     RegistryError,
+    RegistryIndex,
     RegistryKind,
     locate,
     parse_entries,
@@ -44,23 +45,28 @@ if TYPE_CHECKING:
 
 log = get_logger("homeiq.registry")
 
-_NO_TAGS: Mapping[str, str] = {}
 MAX_ENTRIES_PER_GET = 500  # more changed entities than this at once: re-list the whole entity registry
 
 
 class RegistrySync:
     def __init__(
-        self, store: MetadataStore, *, area_tag: bool = False, device_tag: bool = False, refresh_delay_s: float = 1.0
+        self,
+        store: MetadataStore,
+        index: RegistryIndex | None = None,
+        *,
+        area_tag: bool = False,
+        device_tag: bool = False,
+        refresh_delay_s: float = 1.0,
+        is_live: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
+        self.index = index if index is not None else RegistryIndex()
         self._area_tag = area_tag
         self._device_tag = device_tag
         self._refresh_delay_s = refresh_delay_s
         self.areas: dict[str, Area] = {}
         self.devices: dict[str, Device] = {}
         self.entities: dict[str, RegistryEntity] = {}
-        self.places: dict[str, EntityPlace] = {}
-        self.tags: dict[str, dict[str, str]] = {}
         self._conn: HAConnection | None = None
         self._dirty: set[RegistryKind] = set()
         self._dirty_entities: set[str] = set()
@@ -71,7 +77,7 @@ class RegistrySync:
         self.malformed = 0
         self.failures = 0
         self.changed = asyncio.Event()  # set after each applied change (tests wait on it)
-        self.is_live: Callable[[str], bool] | None = None  # does HA currently report a state for this entity?
+        self._is_live = is_live  # does HA currently report a state for this entity?
 
     # --- wiring ---------------------------------------------------------------------------------------
 
@@ -80,9 +86,13 @@ class RegistrySync:
         for event_type in EVENT_TYPES:
             source.add_event_handler(event_type, partial(self.on_event, event_type))
 
-    def extra_tags(self, entity_id: str) -> Mapping[str, str]:
-        """The point mapping's hook: enrichment tags of one entity (hot path: one dict lookup)."""
-        return self.tags.get(entity_id, _NO_TAGS)
+    @property
+    def places(self) -> Mapping[str, EntityPlace]:
+        return self.index.places
+
+    @property
+    def tags(self) -> Mapping[str, Mapping[str, str]]:
+        return self.index.tags
 
     @property
     def enriches(self) -> bool:
@@ -97,8 +107,9 @@ class RegistrySync:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        self.places = locate(self.entities.values(), self.devices, self.areas)
-        self.tags = tag_table(self.places, area=self._area_tag, device=self._device_tag) if self.enriches else {}
+        places = locate(self.entities.values(), self.devices, self.areas)
+        self.index.tags = tag_table(places, area=self._area_tag, device=self._device_tag) if self.enriches else {}
+        self.index.places = places
         self.changed.set()
 
     # --- full sync at connect -------------------------------------------------------------------------
@@ -115,8 +126,8 @@ class RegistrySync:
                 await self._replace("area", lists["area"])
                 await self._replace("device", lists["device"])
                 await self._replace("entity", lists["entity"])
-                if self.is_live is not None:
-                    await self._store.prune_state_only(self.is_live)
+                if self._is_live is not None:
+                    await self._store.prune_state_only(self._is_live)
                 self._rebuild()
         except (RegistryError, sqlite3.Error) as exc:
             # Metadata trouble must not cost the time series its connection: log, retry at the next event.

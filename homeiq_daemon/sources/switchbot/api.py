@@ -27,12 +27,10 @@ from typing import Any
 
 import orjson
 
+from homeiq_daemon.config.switchbot import DAY_S
 from homeiq_daemon.errors import AuthError, HomeIQError, ProtocolError
 
-DEFAULT_BASE_URL = "https://api.switch-bot.com"
 API_PREFIX = "/v1.1"
-DAY_S = 86_400
-DAILY_LIMIT = 10_000  # the account's quota (README, "Request limit")
 MAX_TEXT = 255
 
 STATUS_OK = 100

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from homeiq_daemon import __version__
+from homeiq_daemon.config.switchbot import SwitchBotSettings
 from homeiq_daemon.errors import ProtocolError
 from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.sources.switchbot.api import (
@@ -31,7 +32,6 @@ from homeiq_daemon.sources.switchbot.api import (
     parse_response,
     signed_headers,
 )
-from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 

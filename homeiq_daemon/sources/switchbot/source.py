@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from homeiq_daemon.config.switchbot import SwitchBotSettings
 from homeiq_daemon.errors import ProtocolError
 from homeiq_daemon.metadata.registry import Device, RegistryEntity
 from homeiq_daemon.metadata.store import EntityQuery, MetadataStore
@@ -50,7 +51,6 @@ from homeiq_daemon.sources.switchbot.api import (
     utc_day,
 )
 from homeiq_daemon.sources.switchbot.client import SwitchBotClient
-from homeiq_daemon.sources.switchbot.config import SwitchBotSettings
 from homeiq_daemon.sources.switchbot.metrics import SwitchBotCollector, SwitchBotStats
 from homeiq_daemon.sources.switchbot.readings import (
     DOMAIN,
@@ -250,7 +250,7 @@ class SwitchBotSource:
     # --- readings -> pipeline -------------------------------------------------------------------------------
 
     def _last_state(self, entity: str) -> EntityState | None:
-        return self._pipeline.tracker.get(entity) or self._seen.get(entity)
+        return self._pipeline.states.get(entity) or self._seen.get(entity)
 
     def _submit(self, device_id: str, found: list[Reading], time_ns: int) -> int:
         device = self.devices.get(device_id)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings
-from homeiq_daemon.pipeline.batcher import Batch
+from homeiq_daemon.model import Batch
 from homeiq_daemon.runtime import systemd
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import WriteResult
@@ -242,9 +242,10 @@ async def test_pings_stop_while_a_write_is_wedged_and_resume_after(tmp_path: Pat
         assert len(pings(listener.messages[released_at:])) >= 2, "pings resume after the write completes"
 
 
-async def test_pings_stop_when_the_writer_task_is_gone(tmp_path: Path) -> None:
+async def test_pings_stop_while_the_writer_task_is_gone_and_resume_after_its_restart(tmp_path: Path) -> None:
     settings = daemon_settings(tmp_path / "state")
-    async with service(settings) as (_app, svc, listener, task):
+    async with service(settings) as (app, svc, listener, task):
+        app.supervisor.first_backoff_s = 30.0  # the dead writer stays dead until the test restarts it sooner
         await until_pings(svc, listener, 1)
         writer = next(t for t in asyncio.all_tasks() if t.get_name() == "homeiq-delivery-writer")
         writer.cancel()
@@ -254,10 +255,15 @@ async def test_pings_stop_when_the_writer_task_is_gone(tmp_path: Path) -> None:
         cancelled_at = len(listener.messages)
         await until_withheld(svc, listener, 2)
         after = listener.messages[cancelled_at:]
-        assert not task.done()  # the daemon would run on without a writer: exactly the watchdog's case
+        assert not task.done()
         assert pings(after) == []
         assert any(m.fields.get("STATUS") == "unhealthy: task homeiq-delivery-writer was cancelled" for m in after)
-        # The writer is gone for good: the stop has nothing to flush through it and must still end cleanly.
+        # The supervisor starts the writer again (here without waiting out the backoff); pings resume.
+        assert app.supervisor.restart_count.get("homeiq-delivery-writer") == 1
+        app.supervisor.restart_now()
+        await eventually(lambda: any(t.get_name() == "homeiq-delivery-writer" and not t.done()
+                                     for t in asyncio.all_tasks()), "the writer restarted")  # fmt: skip
+        await until_pings(svc, listener, 1)
 
 
 async def test_no_ping_while_the_event_loop_is_blocked(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from homeiq_daemon.config.webhooks import WebhookSettings
 from homeiq_daemon.metadata.registry import EntityPlace
 from homeiq_daemon.model import EntityState, Origin, StateChange
-from homeiq_daemon.webhooks.config import WebhookSettings
 from homeiq_daemon.webhooks.rules import Match, RuleEngine
 from homeiq_daemon.webhooks.service import areas_from
 from homeiq_daemon.webhooks.stats import WebhookStats

@@ -8,6 +8,8 @@ secret of the target (or inline rule) called ``<name>``, and wins over the TOML 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -28,7 +30,43 @@ from pydantic import (
 )
 
 from homeiq_daemon.redaction import redact_url
-from homeiq_daemon.webhooks.signing import SecretFormatError, parse_secrets
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+MIN_SECRET_BYTES = 24  # the spec's recommended range: 24 to 64 random bytes
+MAX_SECRET_BYTES = 64
+
+
+class SecretFormatError(ValueError):
+    pass
+
+
+def decode_secret(text: str) -> bytes:
+    """``whsec_<base64>`` -> key bytes. Raises SecretFormatError naming what is wrong, never echoing it."""
+    if not text.startswith(SECRET_PREFIX):
+        raise SecretFormatError(f"must look like {SECRET_PREFIX}<base64 of 24 to 64 random bytes>")
+    encoded = text[len(SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise SecretFormatError(f"the part after {SECRET_PREFIX} is not valid base64") from None
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        raise SecretFormatError(
+            f"decodes to {len(key)} bytes; use 24 to 64 random bytes (e.g. whsec_$(openssl rand -base64 32))"
+        )
+    return key
+
+
+def parse_secrets(text: str) -> list[bytes]:
+    """Several secrets separated by whitespace (a rotation window): the first is the newest."""
+    keys = [decode_secret(part) for part in text.split()]
+    if not keys:
+        raise SecretFormatError("is empty")
+    return keys
+
+
+def encode_secret(key: bytes) -> str:
+    return SECRET_PREFIX + base64.b64encode(key).decode("ascii")
+
 
 OUTBOX_FILE = "webhooks.db"  # in the state directory; its own file, apart from the other stores
 CREDENTIAL_PREFIX = "webhook_"

@@ -1,4 +1,5 @@
 """The ``[switchbot]`` settings: credentials, device selection, the daily request budget, the webhook path.
+The source (sources/switchbot/) and the ``homeiq switchbot`` commands are handed this section.
 
 The source runs when both ``token`` and ``secret`` are set (in the TOML file, ``HOMEIQ_SWITCHBOT__TOKEN``, or
 the credentials ``switchbot_token`` / ``switchbot_secret`` under ``$CREDENTIALS_DIRECTORY``).
@@ -13,7 +14,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from homeiq_daemon.sources.switchbot.api import DAILY_LIMIT, DEFAULT_BASE_URL, poll_interval_s
+DEFAULT_BASE_URL = "https://api.switch-bot.com"
+DAILY_LIMIT = 10_000  # the account's quota (README, "Request limit")
+DAY_S = 86_400
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 _PATH_SECRET = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
@@ -68,7 +71,8 @@ class SwitchBotSettings(BaseModel):
             raise ValueError(f"@{missing}: token and secret go together (SwitchBot app > Developer Options)")
         if self.reserved_requests >= self.daily_budget:
             raise ValueError("@reserved_requests: must be below daily_budget")
-        if self.enabled and math.isinf(poll_interval_s(1, self.usable_requests, self.device_list_interval_s, 1.0)):
+        list_requests = math.ceil(DAY_S / self.device_list_interval_s) + 1  # as the poll planner counts them
+        if self.enabled and self.usable_requests <= list_requests:
             raise ValueError("@device_list_interval_s: the device list alone would use the whole daily budget")
         return self
 
