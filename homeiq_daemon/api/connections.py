@@ -1,9 +1,11 @@
 """Bounds on the HTTP server's connections, so idle or slow clients cannot take the daemon's descriptors.
 
-* At most ``limit`` client connections are open. A new one beyond it displaces the connection that has been
-  quiet longest (no bytes from the client for at least ``EVICTABLE_AFTER_S``, no request being answered);
-  when every connection is busy, the new one is closed at once. A flood of idle sockets therefore cycles
-  through the slots while real requests, which send their bytes at once, keep being answered.
+* At most ``limit`` client connections are open. A new one beyond it displaces another: first the oldest
+  that has sent nothing at all for ``SILENT_GRACE_S`` (an HTTP client sends its request as soon as it is
+  connected), else the longest-idle keep-alive connection (no request being answered, no bytes for
+  ``EVICTABLE_AFTER_S``). When none qualifies, the new connection is closed at once. Idle sockets therefore
+  cannot hold the slots against real requests, which send their bytes at once. (A client that reconnects
+  in a tight loop is a connection flood: see docs/api.md, "Limits", for a firewall rule.)
 * ``limit`` stays below the process's descriptor limit minus ``RESERVED_FDS`` (the stores, their WAL files,
   spool segments, InfluxDB and Home Assistant connections, the journal): accepting clients never makes
   a write to InfluxDB or the spool fail with EMFILE.
@@ -26,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 RESERVED_FDS = 128
 MIN_CONNECTIONS = 8
 EVICTABLE_AFTER_S = 1.0
+SILENT_GRACE_S = 0.1
 
 
 def descriptor_limit() -> int | None:
@@ -82,10 +85,12 @@ class ConnectionGuard:
 
     def _evict_one(self) -> bool:
         now = self._clock()
-        quiet = [p for p in self._open if not p.busy and now - p.last_activity >= EVICTABLE_AFTER_S]
-        if not quiet:
-            return False
-        victim = min(quiet, key=lambda p: p.last_activity)
+        victim = next((p for p in self._open if p.silent and now - p.opened_at >= SILENT_GRACE_S), None)
+        if victim is None:  # no silent one: the longest-idle keep-alive connection
+            quiet = [p for p in self._open if not p.busy and now - p.last_activity >= EVICTABLE_AFTER_S]
+            if not quiet:
+                return False
+            victim = min(quiet, key=lambda p: p.last_activity)
         self.release(victim)
         victim.abort()
         self.stats.evicted += 1
@@ -111,7 +116,8 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner = inner
         self._transport: asyncio.BaseTransport | None = None
         self._admitted = False
-        self.last_activity = guard._clock()
+        self.opened_at = self.last_activity = guard._clock()
+        self.silent = True  # no byte from the client yet
 
     @property
     def busy(self) -> bool:
@@ -145,6 +151,7 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._guard._clock()
+        self.silent = False
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -75,7 +75,7 @@ async def test_slow_headers_are_cut_off_by_the_same_timeout(make_server: Callabl
 async def test_beyond_the_limit_the_quietest_connection_makes_room(
     make_server: Callable[..., object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connections, "EVICTABLE_AFTER_S", 0.0)
+    monkeypatch.setattr(connections, "SILENT_GRACE_S", 0.0)
     server = await make_server(max_connections=8, idle_timeout_s=60)  # type: ignore[operator]
     guard = server.connections
     assert guard is not None
