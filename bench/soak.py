@@ -124,7 +124,7 @@ async def fake_ha_main(port: int, entities: int, rate: float, counter: Path) -> 
 # --- the floor: a bare client that only receives and decodes ---------------------------------------------------
 
 
-async def floor_main(port: int, counter: Path) -> None:
+async def floor_main(port: int, counter: Path, subscription: str) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session, session.ws_connect(
@@ -134,7 +134,10 @@ async def floor_main(port: int, counter: Path) -> None:
         await ws.send_str(orjson.dumps({"type": "auth", "access_token": "good-token"}).decode())
         await ws.receive()
         await ws.send_str('{"id":1,"type":"supported_features","features":{"coalesce_messages":1}}')
-        await ws.send_str('{"id":2,"type":"subscribe_events","event_type":"state_changed"}')
+        if subscription == "entities":
+            await ws.send_str('{"id":2,"type":"subscribe_entities"}')
+        else:
+            await ws.send_str('{"id":2,"type":"subscribe_events","event_type":"state_changed"}')
         frames = 0
         async for frame in ws:
             orjson.loads(frame.data)
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     state = tmp / "state"
     values: dict[str, Any] = {
         "state_dir": state,
-        "home_assistant": {"url": f"http://127.0.0.1:{port}", "token": "good-token"},
+        "home_assistant": {"url": f"http://127.0.0.1:{port}", "token": "good-token", "subscription": args.subscription},
         "influxdb": {"url": influx.url, "database": "soak"},
         "http": {"enabled": True, "port": free_port()},
         "log": {"level": "info"},
@@ -194,7 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         daemon = DaemonProcess([], env)
         procs.append(daemon)
         daemon.wait_for("ha.connected", 120)
-        floor = _spawn("floor", str(port), str(floor_file))
+        floor = _spawn("floor", str(port), str(floor_file), args.subscription)
         procs.append(floor)
         pid = daemon.proc.pid
         watch = DirWatch(state)
@@ -225,9 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu = cpu1 - cpu0
     return {
         "command": f".venv/bin/python bench/soak.py --seconds {args.seconds:g} --entities {args.entities} "
-                   f"--rate {args.rate:g}",
+                   f"--rate {args.rate:g} --subscription {args.subscription}",
         "entities": args.entities,
         "rate_events_per_s": args.rate,
+        "subscription": args.subscription,
         "measured_seconds": round(elapsed, 1),
         "events": events,
         "cpu_percent_one_core": round(100 * cpu / elapsed, 2),
@@ -253,13 +257,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--entities", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--subscription", choices=("entities", "state_changed"), default="entities",
+                        help="what the daemon (and the floor client) subscribe to")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after connecting before measuring")
     parser.add_argument("--role", choices=("bench", "fake-ha", "floor"), default="bench", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.role == "fake-ha":
         asyncio.run(fake_ha_main(int(rest[0]), int(rest[1]), float(rest[2]), Path(rest[3])))
     elif args.role == "floor":
-        asyncio.run(floor_main(int(rest[0]), Path(rest[1])))
+        asyncio.run(floor_main(int(rest[0]), Path(rest[1]), rest[2]))
     else:
         print(orjson.dumps(run(args), option=orjson.OPT_INDENT_2).decode())
 

@@ -54,6 +54,9 @@ class HomeAssistantSettings(_Section):
     reconnect_recent_window_s: float = Field(default=300.0, ge=0, le=86_400)
     backfill: BackfillSettings = BackfillSettings()
     max_message_bytes: int = Field(default=64 * MiB, ge=MiB, le=1024 * MiB)
+    subscription: Literal["entities", "state_changed"] = "state_changed"
+    """``entities``: HA's compressed state diffs (``subscribe_entities``, ~8x fewer bytes per change);
+    ``state_changed``: full ``state_changed`` events. The same points either way (docs/performance.md)."""
 
     @field_validator("url")
     @classmethod

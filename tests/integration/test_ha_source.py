@@ -170,3 +170,37 @@ async def test_a_component_failing_at_start_stops_the_others(tmp_path: Path) -> 
         await asyncio.wait_for(app.run(), timeout=20)
     assert not app.ready.is_set()
     assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("homeiq-"))
+
+
+async def _script_history(tmp_path: Path, subscription: str) -> dict[str, list[tuple[int, float | None, str | None]]]:
+    ha = FakeHomeAssistant()
+    ha.set_state("sensor.temp", "20.5", {"unit_of_measurement": "°C", "friendly_name": "T"}, _t(0), notify=False)
+    ha.set_state("light.desk", "off", {"brightness": None, "color_mode": None}, _t(1), notify=False)
+    await ha.start()
+    try:
+        async with running_app(_settings(tmp_path, ha, subscription=subscription)) as (app, _):
+            await wait_for(lambda: app.stats.hub_connected)
+            ha.set_state("sensor.temp", "21.0", {"unit_of_measurement": "°C", "friendly_name": "T"}, _t(10))
+            ha.set_state("light.desk", "on", {"brightness": 128, "color_mode": "brightness"}, _t(11))
+            ha.set_state("light.desk", "on", {"brightness": 200}, _t(12))  # an attribute removed
+            ha.set_state("sensor.new", "7", {"unit_of_measurement": "W"}, _t(13))  # a new entity
+            ha.set_state("sensor.temp", "21.0", {"unit_of_measurement": "°C", "friendly_name": "T"},
+                         _t(14.000001))  # only last_updated moved (microseconds kept)
+            ha.states.pop("sensor.new")
+            ha.fire("state_changed", {"entity_id": "sensor.new", "old_state": None, "new_state": None})
+            ha.set_state("sensor.last", "1", {}, _t(15))
+            await wait_for(lambda: len(_history(tmp_path, "sensor.last")) == 1)
+            assert app.stats.malformed_messages["home_assistant"] == 0
+            subscribed = [c["type"] for c in ha.commands if c["type"].startswith("subscribe")]
+            assert ("subscribe_entities" in subscribed) == (subscription == "entities")
+    finally:
+        await ha.stop()
+    return {eid: _history(tmp_path, eid) for eid in ("sensor.temp", "light.desk", "sensor.new", "sensor.last")}
+
+
+async def test_subscribe_entities_gives_the_same_points_as_state_changed(tmp_path: Path) -> None:
+    via_events = await _script_history(tmp_path / "events", "state_changed")
+    via_entities = await _script_history(tmp_path / "entities", "entities")
+    assert via_entities == via_events
+    assert [t for t, _, _ in via_events["sensor.temp"]] == [iso_to_ns(_t(s)) for s in (0, 10, 14.000001)]
+    assert len(via_events["light.desk"]) == 3

@@ -34,6 +34,52 @@ def make_state(entity_id: str, state: str, attributes: dict[str, Any] | None = N
             "context": {"id": "01HFAKE000000000000000000", "parent_id": None, "user_id": None}}
 
 
+ENTITIES_SUBSCRIPTION = "<subscribe_entities>"
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def compressed_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as ``subscribe_entities`` sends it (HA 2024.3): lu only when it differs from lc."""
+    context = state.get("context") or {}
+    plain = not context.get("parent_id") and not context.get("user_id")
+    out: dict[str, Any] = {"s": state["state"], "a": state["attributes"],
+                           "c": context.get("id") if plain else context, "lc": _timestamp(state["last_changed"])}
+    if state["last_updated"] != state["last_changed"]:
+        out["lu"] = _timestamp(state["last_updated"])
+    return out
+
+
+def entity_diff_event(data: dict[str, Any]) -> dict[str, Any]:
+    """A state_changed event's data as a ``subscribe_entities`` event: an add, a removal or a diff."""
+    new, old = data.get("new_state"), data.get("old_state")
+    if new is None:
+        return {"r": [data["entity_id"]]}
+    if old is None:
+        return {"a": {new["entity_id"]: compressed_state(new)}}
+    plus: dict[str, Any] = {}
+    if old["state"] != new["state"]:
+        plus["s"] = new["state"]
+    if old["last_changed"] != new["last_changed"]:
+        plus["lc"] = _timestamp(new["last_changed"])
+    elif old["last_updated"] != new["last_updated"]:
+        plus["lu"] = _timestamp(new["last_updated"])
+    if (old.get("context") or {}).get("id") != (new.get("context") or {}).get("id"):
+        plus["c"] = new["context"]["id"]
+    diff: dict[str, Any] = {"+": plus}
+    old_attrs, new_attrs = old["attributes"], new["attributes"]
+    if old_attrs != new_attrs:
+        changed = {k: v for k, v in new_attrs.items() if old_attrs.get(k) != v}
+        if changed:
+            plus["a"] = changed
+        removed = [k for k in old_attrs if k not in new_attrs]
+        if removed:
+            diff["-"] = {"a": removed}
+    return {"c": {new["entity_id"]: diff}}
+
+
 @dataclass
 class ClientConn:
     ws: web.WebSocketResponse
@@ -104,10 +150,14 @@ class FakeHomeAssistant:
     def fire(self, event_type: str, data: dict[str, Any]) -> None:
         event = {"event_type": event_type, "data": data, "origin": "LOCAL", "time_fired": now_iso(),
                  "context": {"id": "01HFAKE000000000000000001", "parent_id": None, "user_id": None}}
+        diff: dict[str, Any] | None = None
         for client in list(self.clients):
             for sub_id, sub_type in client.subscriptions.items():
                 if sub_type in (event_type, MATCH_ALL):  # no event_type subscribes to every event, as in HA
                     self._queue(client, {"id": sub_id, "type": "event", "event": event})
+                elif sub_type == ENTITIES_SUBSCRIPTION and event_type == "state_changed":
+                    diff = diff or entity_diff_event(data)
+                    self._queue(client, {"id": sub_id, "type": "event", "event": diff})
 
     async def flush(self) -> None:
         """Send what is queued (events are queued so several can be coalesced into one frame)."""
@@ -208,6 +258,11 @@ class FakeHomeAssistant:
         elif kind == "subscribe_events":
             client.subscriptions[msg_id] = msg.get("event_type", MATCH_ALL)
             self._queue(client, {"id": msg_id, "type": "result", "success": True, "result": None})
+        elif kind == "subscribe_entities":
+            client.subscriptions[msg_id] = ENTITIES_SUBSCRIPTION
+            self._queue(client, {"id": msg_id, "type": "result", "success": True, "result": None})
+            self._queue(client, {"id": msg_id, "type": "event",
+                                 "event": {"a": {eid: compressed_state(st) for eid, st in self.states.items()}}})
         elif kind == "get_states":
             self._queue(client, {"id": msg_id, "type": "result", "success": True,
                                  "result": list(self.states.values())})

@@ -1,9 +1,8 @@
 """Home Assistant source: the only module that talks to HA's WebSocket API.
 
 One connection at a time: connect -> ``auth_required`` -> ``auth`` -> ``auth_ok`` -> ask for coalesced
-frames -> ``subscribe_events state_changed`` -> ``get_states`` (the snapshot fills the gap since the last
-connection) -> connect hooks (the metadata sync) -> read until the connection dies. Subscribing before the
-snapshot means no change falls between the two; the tracker sorts out the overlap by ``last_updated``.
+frames -> the feed's subscription and snapshot (``feeds.py``; it fills the gap since the last connection)
+-> connect hooks (the metadata sync) -> read until the connection dies.
 
 * The reader never waits on a sink: ``Pipeline.submit`` is synchronous, so HA never sees a slow consumer.
 * Heartbeat: a ``ping`` every ``heartbeat_interval_s``; no ``pong`` within ``heartbeat_timeout_s`` and the
@@ -37,6 +36,7 @@ from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant import messages as hamessages
 from homeiq_daemon.sources.homeassistant.backfill import Backfill
+from homeiq_daemon.sources.homeassistant.feeds import make_feed
 
 log = get_logger("homeiq.ha")
 
@@ -46,8 +46,8 @@ ConnectHook = Callable[["HAConnection"], Awaitable[None]]
 STABLE_AFTER_S = 60.0
 
 
-class ConnectionLost(Exception):
-    """The connection ended; we reconnect."""
+class ConnectionLost(Exception):  # the connection ended; we reconnect
+    pass
 
 
 class CommandFailed(Exception):
@@ -79,14 +79,15 @@ class HAConnection:
         finally:
             self._pending.pop(msg_id, None)
 
-    async def subscribe(self, event_type: str, handler: EventHandler) -> int:
+    async def subscribe(self, event_type: str, handler: EventHandler, *, command: str | None = None) -> int:
         msg_id = self._ids.take()
+        text = hamessages.command(msg_id, command) if command else hamessages.subscribe_events(msg_id, event_type)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         self._subscriptions[msg_id] = handler  # register first: events may follow the result at once
         try:
             async with asyncio.timeout(30.0):
-                await self._ws.send_str(hamessages.subscribe_events(msg_id, event_type))
+                await self._ws.send_str(text)
                 await future
         except BaseException:
             self._subscriptions.pop(msg_id, None)
@@ -129,8 +130,7 @@ class HAConnection:
             for future in [*self._pending.values(), *self._pongs.values()]:
                 if not future.done():
                     future.set_exception(lost)
-        code = self._ws.close_code
-        raise ConnectionLost(f"connection closed by peer (code {code})")
+        raise ConnectionLost(f"connection closed by peer (code {self._ws.close_code})")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         msg_type = message.get("type")
@@ -165,8 +165,7 @@ class HAConnection:
 
     def _malformed(self, reason: str) -> None:
         self._stats.malformed_messages["home_assistant"] += 1
-        self._malformed_logged += 1
-        n = self._malformed_logged
+        self._malformed_logged = n = self._malformed_logged + 1
         if n <= 10 or n % 1000 == 0:
             log.warning("ha.message_skipped", reason=reason[:200], count=n)
 
@@ -348,20 +347,12 @@ class HomeAssistantSource:
     async def _setup(self, conn: HAConnection) -> None:
         with contextlib.suppress(CommandFailed):
             await conn.call("supported_features", features={"coalesce_messages": 1}, timeout_s=10.0)
-        await conn.subscribe("state_changed", self._on_state_changed)
-        live_since = time.monotonic()
+        origin: Origin = "snapshot" if not self.first_connection.is_set() else "gapfill"
         for event_type, handler in self._event_handlers.items():
             await conn.subscribe(event_type, handler)
-        raw_states = await conn.call("get_states", timeout_s=120.0)
-        states = []
-        for raw in raw_states if isinstance(raw_states, list) else []:
-            try:
-                states.append(hamessages.parse_state(raw))
-            except ProtocolError as exc:
-                conn._malformed(f"get_states: {exc}")
-        del raw_states  # the decoded frame: only the parsed states are kept
-        origin: Origin = "snapshot" if not self.first_connection.is_set() else "gapfill"
-        emitted = self._pipeline.submit_snapshot(states, origin)
+        live_since = time.monotonic()
+        feed = make_feed(self._settings.subscription, self._pipeline, self._event_skipped)
+        states, emitted = await feed.open(conn, origin)
         for hook in self._connect_hooks:
             await hook(conn)
         release_free_memory()  # the snapshot's and the registries' decoded frames are garbage now
@@ -401,13 +392,8 @@ class HomeAssistantSource:
                 raise ConnectionLost("reader ended")
             await conn.ping(s.heartbeat_timeout_s)
 
-    def _on_state_changed(self, event: dict[str, Any]) -> None:
-        try:
-            change = hamessages.parse_state_changed(event.get("data"), "live")
-        except ProtocolError as exc:
-            self._stats.malformed_messages["home_assistant"] += 1
-            self._malformed_events += 1
-            if self._malformed_events <= 10 or self._malformed_events % 1000 == 0:
-                log.warning("ha.event_skipped", reason=str(exc)[:200], count=self._malformed_events)
-            return
-        self._pipeline.submit(change)
+    def _event_skipped(self, reason: str) -> None:
+        self._stats.malformed_messages["home_assistant"] += 1
+        self._malformed_events = n = self._malformed_events + 1
+        if n <= 10 or n % 1000 == 0:
+            log.warning("ha.event_skipped", reason=reason[:200], count=n)
