@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from homeiq_daemon.config import settings as config_module
 from homeiq_daemon.config import load_settings
+from homeiq_daemon.config import settings as config_module
 from homeiq_daemon.errors import ConfigError
 
 
