@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
 
 import pytest
 from aiohttp import web
 
-from homeiq_daemon.config import HomeAssistantSettings
+from homeiq_daemon.config import BatchSettings, HomeAssistantSettings, MappingSettings
 from homeiq_daemon.pipeline.core import Pipeline
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant.source import HomeAssistantSource
@@ -94,8 +93,9 @@ async def test_a_silent_peer_is_dropped_and_retried(
         reconnect_initial_s=0.05, reconnect_max_s=0.1,
     )  # fmt: skip
     stats = Stats()
-    # Nothing reaches the pipeline: no connection ever gets past the handshake.
-    source = HomeAssistantSource(settings, cast(Pipeline, object()), stats)
+    batches: list[object] = []
+    pipeline = Pipeline(MappingSettings(), BatchSettings(), stats, on_batch=batches.append)
+    source = HomeAssistantSource(settings, pipeline, stats)
     task = asyncio.create_task(source.run())
     try:
         await wait_for(lambda: (peer.connections >= 3 and stats.reconnects >= 3) or task.done(), timeout_s=30)
@@ -105,5 +105,6 @@ async def test_a_silent_peer_is_dropped_and_retried(
         await asyncio.gather(task, return_exceptions=True)
     assert not source.connected.is_set()
     assert stats.hub_state in ("connecting", "disconnected")
+    assert batches == []  # no connection ever got past the handshake
     if mode == "no_auth_ok":
         assert peer.auth_messages >= 2  # it got as far as sending the token, each time
