@@ -24,6 +24,7 @@ from homeiq_daemon.errors import EXIT_OK, ConfigError, HomeIQError
 
 MAX_YAML_BYTES = 4 * 1024 * 1024
 MAX_INCLUDE_DEPTH = 8
+MAX_VALUES = 100_000  # an influxdb: block has dozens; YAML aliases could make a small file expand without end
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -94,6 +95,7 @@ def _load_yaml(path: Path) -> Any:
 class _Resolver:
     def __init__(self) -> None:
         self._secrets: dict[Path, dict[str, Any]] = {}
+        self._values = 0
 
     def secret(self, name: Any, base: Path, where: str) -> Any:
         path = base / "secrets.yaml"
@@ -110,6 +112,9 @@ class _Resolver:
     def resolve(self, value: Any, where: str, depth: int = 0) -> Any:
         if depth > MAX_INCLUDE_DEPTH:
             raise ConfigError(f"{where}: !include nested more than {MAX_INCLUDE_DEPTH} deep")
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_VALUES:,} values in the block (YAML aliases expanding?)")
         if isinstance(value, dict):
             return {k: self.resolve(v, f"{where}.{k}", depth) for k, v in value.items()}
         if isinstance(value, list):

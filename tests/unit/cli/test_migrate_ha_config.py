@@ -102,6 +102,10 @@ def test_the_printed_toml_loads_and_the_secret_stays_out_of_it(tmp_path: Path) -
         ("recorder:\n  purge_keep_days: 3\n", None, "no influxdb: block"),
         ("influxdb:\n  host: [unclosed\n", None, "not valid YAML"),
         ("influxdb:\n  hots: x\n", None, "influxdb.hots: not an option"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\ninfluxdb:\n  tags_attributes: [*e, *e, *e]\n",
+         None, "values in the block (YAML aliases expanding?)"),
     ],
 )
 def test_unusable_configuration_gets_one_line_and_exit_78(
