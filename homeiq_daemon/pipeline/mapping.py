@@ -38,6 +38,7 @@ _CACHE_LIMIT = 8_192  # per cache; a home has a few thousand entities and attrib
 # Caches keyed by a state or attribute *value*: sensor readings hardly repeat, so a small one does as well.
 _VALUE_CACHE_LIMIT = 1_024
 _NO_NUMBER = object()
+_SCALARS = frozenset((str, float, int, bool, type(None)))
 
 TagSource = Callable[[str], Mapping[str, str]]
 
@@ -86,6 +87,9 @@ class PointMapper:
         self._dynamic_tags = bool(self._tags_attributes) or extra_tags is not None
         # str(value) -> (float or None, float from the digit-tail rule or None): attribute strings repeat.
         self._string_numbers: dict[str, tuple[float | None, float | None]] = {}
+        # entity_id -> (attributes, state field names, plan, all values scalar, rendered attribute fields):
+        # most events repeat their entity's attributes, so their fields are rendered once.
+        self._attr_memo: dict[str, tuple[dict[str, Any], tuple[str, ...], _Plan, bool, str]] = {}
 
     def accepts(self, entity_id: str) -> bool:
         return self._filter(entity_id)
@@ -285,30 +289,9 @@ class PointMapper:
             frags.append((key, f"{ek(key)}={tail!r}"))
         return tuple(frags)
 
-    def map_line(self, state: EntityState) -> str | None:
-        """The line protocol line for one state, or None when the state is skipped or filtered out."""
-        raw_state = state.state
-        entity_id = state.entity_id
-        if raw_state in SKIPPED_STATES or not self._filter(entity_id):
-            return None
-        attributes = state.attributes
-        plan_key = (entity_id, attributes.get(self._plan_attr))
-        try:
-            plan = self._plans.get(plan_key)
-        except TypeError:  # an unhashable unit (a list): rare, no cache
-            plan, plan_key = None, None  # type: ignore[assignment]
-        if plan is None:
-            plan = self._plan(entity_id, attributes)
-            if plan_key is not None:
-                if len(self._plans) >= _CACHE_LIMIT:
-                    self._plans.clear()
-                self._plans[plan_key] = plan
-
-        frags: dict[str, str] = {}
-        state_frags = self._state_fragments_for(raw_state)
-        if state_frags is not None:
-            for field_key, frag in state_frags:
-                frags[field_key] = frag
+    def _attribute_part(self, plan: _Plan, state_keys: tuple[str, ...], attributes: dict[str, Any]) -> str:
+        """The attributes' fields, joined (after the state's fields, which same-named attributes step aside for)."""
+        frags: dict[str, str] = dict.fromkeys(state_keys, "")
         skip = plan.skip
         keys = self._encoder._keys
         str_cache = self._str_fragments
@@ -354,9 +337,50 @@ class PointMapper:
                 tail = None if number is not None else self._string_number(text)[1]
                 for field_key, frag in self._text_fragments(key, text, number, tail):
                     frags[field_key] = frag
-        field_part = ",".join(frag for frag in frags.values() if frag)
-        if not field_part:
+        return ",".join(frag for key, frag in frags.items() if frag and key not in state_keys)
+
+    def map_line(self, state: EntityState) -> str | None:
+        """The line protocol line for one state, or None when the state is skipped or filtered out."""
+        raw_state = state.state
+        entity_id = state.entity_id
+        if raw_state in SKIPPED_STATES or not self._filter(entity_id):
             return None
+        attributes = state.attributes
+        plan_key = (entity_id, attributes.get(self._plan_attr))
+        try:
+            plan = self._plans.get(plan_key)
+        except TypeError:  # an unhashable unit (a list): rare, no cache
+            plan, plan_key = None, None  # type: ignore[assignment]
+        if plan is None:
+            plan = self._plan(entity_id, attributes)
+            if plan_key is not None:
+                if len(self._plans) >= _CACHE_LIMIT:
+                    self._plans.clear()
+                self._plans[plan_key] = plan
+
+        state_frags = self._state_fragments_for(raw_state) or ()
+        shape = tuple(key for key, _ in state_frags)
+        memo = self._attr_memo.get(entity_id)
+        if (
+            memo is not None
+            and memo[2] is plan
+            and memo[1] == shape
+            and (memo[0] is attributes or (memo[3] and memo[0] == attributes))
+        ):
+            attr_part = memo[4]
+        else:
+            attr_part = self._attribute_part(plan, shape, attributes)
+            if memo is None and len(self._attr_memo) >= _CACHE_LIMIT:
+                self._attr_memo.clear()
+            # Equal dicts render alike only when every value is a plain scalar ([1] == [True], but not as text).
+            simple = all(type(v) in _SCALARS for v in attributes.values())
+            self._attr_memo[entity_id] = (attributes, shape, plan, simple, attr_part)
+        parts = [frag for _, frag in state_frags if frag]
+        if attr_part:
+            parts.append(attr_part)
+        if not parts:
+            return None
+        field_part = ",".join(parts)
         series = plan.series
         if series is None:
             series = self._encoder.series_key(plan.measurement, self._tags_for(plan, entity_id, attributes))

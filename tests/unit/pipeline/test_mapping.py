@@ -147,3 +147,26 @@ def test_map_line_equals_encoded_map_state(mapping: dict[str, Any], batch: list[
         expected = encoder.encode(p) if p is not None else None
         assert mapper.map_line(s) == expected
 
+
+
+_memo_values = st.one_of(st.integers(0, 2), st.booleans(), st.none(), st.sampled_from(["on", "1.5", "x 2.5"]),
+                         st.lists(st.one_of(st.integers(0, 1), st.booleans()), max_size=2),
+                         st.floats(allow_infinity=True, allow_nan=True))  # fmt: skip
+_memo_attrs = st.dictionaries(st.sampled_from(["value", "state", "unit_of_measurement", "a", "a_str", "time"]),
+                              _memo_values, max_size=4)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from(["1", "2.5", "on", "nan", "foo"]), _memo_attrs, st.booleans()),
+                       min_size=1, max_size=12))  # fmt: skip
+def test_attribute_memo_renders_like_a_fresh_mapper(events: list[Any]) -> None:
+    """One entity's events, attributes repeated (the same dict or an equal one): the per-entity memo of the
+    rendered attribute fields never changes a line."""
+    memo_mapper = PointMapper(MappingSettings())
+    previous: dict[str, Any] | None = None
+    for n, (raw_state, attrs, reuse) in enumerate(events):
+        attributes = previous if reuse and previous is not None else attrs
+        when = f"2024-03-01T10:00:{n:02d}+00:00"
+        event = EntityState("sensor.memo", raw_state, attributes, when, when, iso_to_ns(when))
+        assert memo_mapper.map_line(event) == PointMapper(MappingSettings()).map_line(event)
+        previous = attributes
