@@ -34,7 +34,7 @@ from homeiq_daemon.cli import status as status_cli
 from homeiq_daemon.cli.common import Loader, add_command
 from homeiq_daemon.config import Settings
 from homeiq_daemon.errors import EXIT_FAILURE, EXIT_OK, HomeIQError
-from homeiq_daemon.redaction import redact_url
+from homeiq_daemon.redaction import redact_text, redact_url
 
 Level = Literal["ok", "warn", "fail"]
 TIMEOUT_S = 10.0
@@ -54,7 +54,8 @@ class Check:
 
     def line(self) -> str:
         text = f"{self.level:<4}  {self.name:<14}  {self.message}"
-        return text + (f"  → fix: {self.fix}" if self.fix and self.level != "ok" else "")
+        text += f"  → fix: {self.fix}" if self.fix and self.level != "ok" else ""
+        return redact_text(text)  # a check may quote a URL or an error holding one: never its secrets
 
 
 def register(sub: Any) -> None:
@@ -153,34 +154,35 @@ def check_home_assistant(settings: Settings) -> Iterator[Check]:
                     "set home_assistant.url and home_assistant.token")  # fmt: skip
         return
     base = _http_base(ha.url)
+    shown = redact_url(base)
     if ha.token is None:
-        yield Check("fail", "home_assistant", f"{base}: no token", "set home_assistant.token (HA profile → Security → "
+        yield Check("fail", "home_assistant", f"{shown}: no token", "set home_assistant.token (HA profile → Security → "
                     "long-lived access tokens)")  # fmt: skip
         return
     headers = {"Authorization": f"Bearer {ha.token.get_secret_value().strip()}"}
     try:
         reply = _request(base + "/api/config", headers=headers, verify_ssl=ha.verify_ssl)
     except (urllib.error.URLError, OSError) as exc:
-        yield Check("fail", "home_assistant", f"cannot reach {base}: {_why(exc)}",
+        yield Check("fail", "home_assistant", f"cannot reach {shown}: {_why(exc)}",
                     "start Home Assistant, or correct home_assistant.url (host and port, e.g. :8123)")  # fmt: skip
         return
     if reply.status == 401:
-        yield Check("fail", "home_assistant", f"{base} rejected the token (HTTP 401)",
+        yield Check("fail", "home_assistant", f"{shown} rejected the token (HTTP 401)",
                     "create a new long-lived access token in HA (profile → Security) and set home_assistant.token; "
                     "repeated failures get this address banned when HA's ip_ban_enabled is on")  # fmt: skip
         return
     if reply.status != 200:
-        yield Check("fail", "home_assistant", f"{base}/api/config answered HTTP {reply.status}",
+        yield Check("fail", "home_assistant", f"{shown}/api/config answered HTTP {reply.status}",
                     "make sure HA's `api:` integration is loaded (default_config loads it)")  # fmt: skip
         return
     try:
         config = json.loads(reply.body)
     except ValueError:
-        yield Check("fail", "home_assistant", f"{base}/api/config: not JSON: is this Home Assistant?",
+        yield Check("fail", "home_assistant", f"{shown}/api/config: not JSON: is this Home Assistant?",
                     "correct home_assistant.url")  # fmt: skip
         return
     version = config.get("version", "?")
-    yield Check("ok", "home_assistant", f"{base} answers with the token: Home Assistant {version}")
+    yield Check("ok", "home_assistant", f"{shown} answers with the token: Home Assistant {version}")
     components = set(config.get("components") or [])
     if "recorder" in components:
         yield Check("ok", "recorder", "on: gaps while the daemon was away can be filled from HA's history")

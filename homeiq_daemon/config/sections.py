@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -30,6 +31,16 @@ MiB = 1024 * 1024
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 
+def blank_is_unset(value: Any) -> Any:
+    """An empty or blank secret (``token = ""``, ``HOMEIQ_…__TOKEN=``) is no secret: the setting's own
+    "required" check then names it, instead of an empty value being sent as a credential."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if isinstance(text, str) and not text.strip() else value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(blank_is_unset)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,7 +48,7 @@ class _Section(BaseModel):
 class HomeAssistantSettings(_Section):
     url: str | None = None
     """Base URL of Home Assistant (http://host:8123) or its WebSocket URL (ws://host:8123/api/websocket)."""
-    token: SecretStr | None = None
+    token: OptionalSecret = None
     verify_ssl: bool = True
     connect_timeout_s: PositiveSeconds = 15.0
     handshake_timeout_s: PositiveSeconds = 10.0
@@ -90,7 +101,7 @@ class InfluxDBSettings(_Section):
     database: str = Field(default="home_assistant", min_length=1)
     retention_policy: str | None = None
     username: str | None = None
-    password: SecretStr | None = None
+    password: OptionalSecret = None
     org: str | None = None
     bucket: str | None = None
     reconnect_recent_max_s: PositiveSeconds = 2.0
@@ -98,7 +109,7 @@ class InfluxDBSettings(_Section):
     ``reconnect_recent_window_s`` ago (an HA restart is back within seconds to a minute)."""
     reconnect_recent_window_s: float = Field(default=300.0, ge=0, le=86_400)
     backfill: BackfillSettings = BackfillSettings()
-    token: SecretStr | None = None
+    token: OptionalSecret = None
     create_database: bool = True
     gzip: bool | None = None
     """Compress request bodies. Unset: on, except for an InfluxDB on this machine (loopback), where

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from homeiq_daemon.config.sections import OptionalSecret
+
 DEFAULT_BASE_URL = "https://api.switch-bot.com"
 DAILY_LIMIT = 10_000  # the account's quota (README, "Request limit")
 DAY_S = 86_400
@@ -25,8 +27,8 @@ _PATH_SECRET = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 class SwitchBotSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    token: SecretStr | None = None
-    secret: SecretStr | None = None
+    token: OptionalSecret = None
+    secret: OptionalSecret = None
     base_url: str = DEFAULT_BASE_URL
     """The Cloud API's address; the daemon sends nothing anywhere else."""
     devices: list[str] = []

@@ -114,3 +114,39 @@ def test_check_config_never_prints_url_credentials(tmp_path: Path) -> None:
     assert "config OK: source=http://**********@ha.local:8123 sink=InfluxDB http://**********@db.local:8086" in (
         result.stderr
     )
+
+
+# --- beyond the list: every other secret that could be sent empty -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"home_assistant": {"url": "http://ha:8123", "token": "  "}}, r"^home_assistant\.token is required"),
+        ({"influxdb": {"url": "http://db:8086", "api_version": 2, "org": "o", "bucket": "b", "token": ""}},
+         r"^influxdb: api_version 2 needs token"),
+        ({"switchbot": {"token": "", "secret": "s3cret"}}, r"^switchbot\.token: token and secret go together"),
+        ({"switchbot": {"token": "t0ken", "secret": "\t"}}, r"^switchbot\.secret: token and secret go together"),
+    ],
+)  # fmt: skip
+def test_a_blank_secret_is_unset_and_named(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, **overrides)
+
+
+def test_a_blank_influxdb_password_is_not_sent() -> None:
+    settings = load_settings(None, influxdb={"url": "http://db:8086", "username": "u", "password": " "})
+    assert settings.influxdb.password is None
+
+
+def test_doctor_never_prints_url_credentials(tmp_path: Path) -> None:
+    cfg = tmp_path / "homeiq.toml"
+    cfg.write_text(
+        '[home_assistant]\nurl = "http://hauser:doctor-pass-1@127.0.0.1:9"\ntoken = "tok-tok-tok"\n'
+        '[influxdb]\nurl = "http://influser:doctor-pass-2@127.0.0.1:9"\n'
+    )
+    result = _cli(tmp_path, "--config", str(cfg), "doctor")
+    shown = result.stdout + result.stderr
+    assert "127.0.0.1:9" in shown, shown  # the checks ran and named the addresses
+    assert "doctor-pass-1" not in shown
+    assert "doctor-pass-2" not in shown
