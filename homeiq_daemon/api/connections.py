@@ -68,7 +68,7 @@ class ConnectionGuard:
         self.stats = ConnectionStats()
 
     def __call__(self) -> asyncio.Protocol:
-        return _GuardedProtocol(self, self._factory())
+        return _GuardedProtocol(self, self._factory)
 
     def admit(self, protocol: _GuardedProtocol) -> bool:
         if len(self._open) >= self.limit and not self._evict_one():
@@ -111,18 +111,18 @@ class ConnectionGuard:
 class _GuardedProtocol(asyncio.Protocol):
     """Forwards every call to aiohttp's protocol; notes when the client last sent bytes."""
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+    def __init__(self, guard: ConnectionGuard, factory: Callable[[], asyncio.Protocol]) -> None:
         self._guard = guard
-        self._inner = inner
+        self._factory = factory
+        self._inner: asyncio.Protocol | None = None  # aiohttp's, made only for an admitted connection
         self._transport: asyncio.BaseTransport | None = None
-        self._admitted = False
         self.opened_at = self.last_activity = guard._clock()
         self.silent = True  # no byte from the client yet
 
     @property
     def busy(self) -> bool:
         """A request is being answered (aiohttp's flag; absent in another version: treat as idle)."""
-        return bool(getattr(self._inner, "_request_in_progress", False))
+        return self._inner is not None and bool(getattr(self._inner, "_request_in_progress", False))
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -140,25 +140,28 @@ class _GuardedProtocol(asyncio.Protocol):
             else:
                 transport.close()
             return
-        self._admitted = True
+        self._inner = self._factory()
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.release(self)
-        if self._admitted:
+        if self._inner is not None:
             self._inner.connection_lost(exc)
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._guard._clock()
         self.silent = False
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._inner is not None else None
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
