@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from homeiq_daemon.cli.common import Loader, add_command, parse_since
@@ -78,15 +79,21 @@ class _SinkWriter:
     def describe(self) -> str:
         return str(self.writer.describe) if self.writer is not None else "?"
 
-    async def write(self, states: list[EntityState]) -> int:
-        map_line = self.mapper.map_line
-        lines = [line for line in map(map_line, states) if line is not None]
-        if not lines:
+    def encode(self, states: list[EntityState]) -> tuple[bytes, int]:
+        lines = [line for line in map(self.mapper.map_line, states) if line is not None]
+        return ("\n".join(lines) + "\n").encode(), len(lines)
+
+    def write(self, states: list[EntityState]) -> Awaitable[int]:
+        """Map now (so the caller's next answer can be parsed while this is sent), send in the task."""
+        body, count = self.encode(states)
+        return self._send(body, count)
+
+    async def _send(self, body: bytes, count: int) -> int:
+        if count == 0:
             return 0
-        body = ("\n".join(lines) + "\n").encode()
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                result = await self.writer.write(body, len(lines))
+                result = await self.writer.write(body, count)
                 return int(result.written)
             except TransientSinkError as exc:
                 if attempt == _WRITE_ATTEMPTS:
@@ -116,10 +123,10 @@ async def _import(settings: Settings, args: argparse.Namespace, since_ns: int, u
             plan = checkpoint.load(key)
             if plan is None:
                 entities = await importer.exported_entities(conn.call, sink.mapper.accepts, args.entity)
-                plan = importer.ImportPlan(key, entities, since_ns, until_ns)
+                size = importer.chunk_size(len(entities), settings.home_assistant.backfill)
+                plan = importer.ImportPlan(key, entities, since_ns, until_ns, _size=size)
             else:
                 log.info("import.resuming", chunk=plan.chunk, states_done=plan.states, entities=len(plan.entities))
-            plan._size = settings.home_assistant.backfill.entities_per_request
             log.info(
                 "import.starting",
                 entities=len(plan.entities),

@@ -15,8 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import pytest
 
 from homeiq_daemon.app import App
 from homeiq_daemon.config import load_settings
-from tests.support.gapcheck import ChangeStream, check, wait_complete
+from tests.support.gapcheck import ChangeStream, GapReport, check, iso_ns, wait_complete
 from tests.support.influxd import InfluxServer
 from tests.support.outage import DaemonProcess, settings_env, wait_until
-from tests.support.real_ha import RealHomeAssistant
+from tests.support.real_ha import RealHomeAssistant, free_port
 from tests.support.tcp_relay import TcpRelay
 
 pytestmark = [pytest.mark.ha, pytest.mark.influxd]
@@ -38,7 +37,13 @@ RATE = 20.0
 
 @pytest.fixture(scope="module")
 def ha_recorder(ha_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHomeAssistant]:
-    ha = RealHomeAssistant(tmp_path_factory.mktemp("ha-recorder"), ha_venv, recorder=True, commit_interval_s=1)
+    numbers = {
+        entity_id.partition(".")[2]: {"name": entity_id, "min": 0, "max": 1_000_000, "step": 1, "mode": "box"}
+        for entity_id in IMPORTED
+    }
+    ha = RealHomeAssistant(
+        tmp_path_factory.mktemp("ha-recorder"), ha_venv, recorder=True, commit_interval_s=1, input_number=numbers
+    )
     ha.start()
     try:
         yield ha
@@ -203,33 +208,55 @@ async def test_ha_restart_with_changes_before_and_right_after(
     print(f"HA restart: {report}; reconnected {reconnect_s:.2f} s after HA was reachable again")
 
 
-def _history_count(ha: RealHomeAssistant, entity_id: str, since_iso: str) -> int:
-    status, body = ha._request(
-        "GET", f"/api/history/period/{since_iso}?filter_entity_id={entity_id}&minimal_response&no_attributes"
-    )
-    assert status == 200, body
-    return sum(len(series) for series in body)
+IMPORTED = ("input_number.import_a", "input_number.import_b", "input_number.import_c")
+
+
+def _import_report(influx: InfluxServer, db: str, entity_id: str, expected: set[tuple[float, int]]) -> GapReport:
+    """InfluxDB's rows for one input_number against the recorder's own list (REST history): a stored
+    (value, time) nobody expected is a duplicate (the same change at another timestamp) or foreign."""
+    rows = influx.rows(f"SELECT value FROM \"{entity_id}\"", db)
+    stored = {(float(row["value"]), int(row["time"])) for row in rows}
+    report = GapReport(len(expected), len(rows), sorted(int(v) for v, ts in expected - stored))
+    report.extra = sorted(stored - expected)
+    report.duplicates = len(report.extra)
+    return report
 
 
 def test_import_history_exactly_once_rerun_adds_nothing_and_resumes_after_ctrl_c(
     tmp_path: Path, ha_recorder: RealHomeAssistant, influxd_server: InfluxServer, influx_db: str
 ) -> None:
-    per_entity = 1000
-    since_iso = datetime.now(UTC).isoformat()
-    streams = [ChangeStream(ha_recorder, f"sensor.import_{i}", 1000.0) for i in range(3)]
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda s: [s.one() for _ in range(per_entity)], streams))
+    changes = 700
+    # What the import will be asked for (--since 1h): HA started minutes ago, so this is all it recorded.
+    since_iso = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    # Thousands of changes in seconds: service calls pipelined over one WebSocket set three input_numbers
+    # to 1, 2, 3, ... (HA records each change).
+    calls = [
+        ("input_number", "set_value", {"entity_id": entity_id, "value": value})
+        for value in range(1, changes + 1)
+        for entity_id in IMPORTED
+    ]
+    ha_recorder.call_services(calls)
+    expected: dict[str, set[tuple[float, int]]] = {}
     deadline = time.monotonic() + 30
-    while any(_history_count(ha_recorder, s.entity_id, since_iso) < per_entity for s in streams):
-        assert time.monotonic() < deadline, "the recorder did not commit the changes within 30 s"
-        time.sleep(0.2)
+    for entity_id in IMPORTED:
+        while True:
+            recorded = ha_recorder.history(entity_id, since_iso)
+            if float(recorded[-1]["state"]) == changes if recorded else False:
+                break
+            assert time.monotonic() < deadline, f"the recorder holds {len(recorded)} states, not the last change"
+            time.sleep(0.2)
+        # Every change of the script, and the states the entity started with (at each HA start).
+        expected[entity_id] = {(float(s["state"]), iso_ns(s["last_updated"])) for s in recorded}
+        assert len(expected[entity_id]) == len(recorded) >= changes
+    per_entity = len(expected[IMPORTED[0]])
+    assert all(len(e) == per_entity for e in expected.values())
 
     def run_import(db: str, state_dir: Path) -> subprocess.Popen[bytes]:
         values = daemon_values(state_dir, ha_recorder.base_url, ha_recorder.token, influxd_server.url, db)
         values["home_assistant"]["backfill"] = {"entities_per_request": 1, "states_per_request": 100, "window_s": 1}
         env = env_for(values)
         return subprocess.Popen(
-            [sys.executable, "-m", "homeiq_daemon", "import-history", "--since", "1h", "--entity", "sensor.import_*"],
+            [sys.executable, "-m", "homeiq_daemon", "import-history", "--since", "1h", "--entity", "*.import_*"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -245,18 +272,22 @@ def test_import_history_exactly_once_rerun_adds_nothing_and_resumes_after_ctrl_c
                 events.append({"event": "raw", "line": line.decode(errors="replace")})
         return proc.returncode, events
 
+    def reports(db: str) -> list[GapReport]:
+        return [_import_report(influxd_server, db, e, expected[e]) for e in IMPORTED]
+
     state = tmp_path / "state"
     rc, events = finished(run_import(influx_db, state))
     assert rc == 0, events[-10:]
     done = next(e for e in events if e.get("event") == "import.done")
     assert done["states"] >= 3 * per_entity
-    reports = [check(influxd_server, influx_db, s) for s in streams]
-    for report in reports:
+    assert any(e.get("event") == "progress.done" for e in events)  # not a terminal: structured progress lines
+    for report in reports(influx_db):
         assert (report.missing, report.duplicates, report.stored) == ([], 0, per_entity), str(report)
 
     rc, events = finished(run_import(influx_db, state))  # a rerun: the same points again, nothing added
     assert rc == 0, events[-10:]
-    assert [check(influxd_server, influx_db, s).stored for s in streams] == [per_entity] * 3
+    again = reports(influx_db)
+    assert [r.stored for r in again] == [per_entity] * 3, [(str(r), r.extra[:5]) for r in again]
 
     # Ctrl-C midway (once the checkpoint shows work done), then the same command again: complete.
     db2 = f"{influx_db}_resume"
@@ -272,14 +303,88 @@ def test_import_history_exactly_once_rerun_adds_nothing_and_resumes_after_ctrl_c
     proc.send_signal(signal.SIGINT)
     rc, events = finished(proc)
     assert rc == 130, events[-10:]
-    saved = orjson.loads(checkpoint.read_bytes())
-    assert not saved["done"]
-    partial = sum(check(influxd_server, db2, s).stored for s in streams)
+    assert any(e.get("event") == "import.interrupted" for e in events)
+    assert not orjson.loads(checkpoint.read_bytes())["done"]
+    partial = sum(r.stored for r in reports(db2))
     assert partial < 3 * per_entity
     rc, events = finished(run_import(db2, state2))
     assert rc == 0, events[-10:]
     assert any(e.get("event") == "import.resuming" for e in events)
-    for s in streams:
-        report = check(influxd_server, db2, s)
+    for report in reports(db2):
         assert (report.missing, report.duplicates, report.stored) == ([], 0, per_entity), str(report)
-    print(f"import-history: 3 x {per_entity} changes, interrupted after {partial}, then complete")
+    print(f"import-history: 3 x {per_entity} recorded states, interrupted after {partial}, then complete")
+
+
+async def test_recorder_disabled_warns_once_and_live_capture_goes_on(
+    tmp_path: Path, real_ha: RealHomeAssistant, influxd_server: InfluxServer, influx_db: str
+) -> None:
+    """The session's HA loads neither recorder nor history: one warning naming it, /healthz shows it, live
+    points keep flowing, across a restart of the daemon and a reconnect."""
+    relay = TcpRelay("127.0.0.1", real_ha.port)
+    await relay.start()
+    port = free_port()
+    values = daemon_values(
+        tmp_path / "state", f"http://127.0.0.1:{relay.port}", real_ha.token, influxd_server.url, influx_db
+    )
+    values["http"] = {"enabled": True, "port": port}
+    env = env_for(values)
+    stream = ChangeStream(real_ha, "sensor.no_recorder", RATE)
+    first = DaemonProcess([], env)
+    try:
+        await asyncio.to_thread(first.wait_for, "ha.connected", 60)
+        await asyncio.to_thread(stream.one)
+        await asyncio.to_thread(wait_complete, influxd_server, influx_db, stream, 30)
+        first.proc.terminate()
+        assert await asyncio.to_thread(first.wait, 20) == 0
+    finally:
+        first.kill()
+    # While the daemon is away: the first cannot be healed without a recorder, the second is HA's current
+    # state, which the snapshot at connect brings.
+    await asyncio.to_thread(stream.one)
+    await asyncio.to_thread(stream.one)
+    daemon = DaemonProcess([], env)
+    try:
+        warning = await asyncio.to_thread(daemon.wait_for, "backfill.unavailable", 60)
+        assert "recorder is not enabled" in warning["reason"]
+        assert warning["level"] == "warning"
+        health = await asyncio.to_thread(_get_json, f"http://127.0.0.1:{port}/healthz")
+        assert health["backfill"]["state"] == "unavailable"
+        assert "recorder" in health["backfill"]["unavailable_reason"]
+        await relay.cut()
+        await relay.start()
+        await asyncio.to_thread(lambda: _wait_events(daemon, "ha.connected", 2))
+        for _ in range(3):
+            await asyncio.to_thread(stream.one)
+        value_after = stream.next_value - 1
+        await wait_until(
+            lambda: value_after not in check(influxd_server, influx_db, stream).missing, 30, "live points"
+        )
+        # A third start of the backfill (another connection) changes nothing: still one warning.
+        unavailable = [e for e in list(daemon.events) if e.get("event") == "backfill.unavailable"]
+        assert len(unavailable) == 1, unavailable
+    finally:
+        daemon.proc.terminate()
+        await asyncio.to_thread(daemon.wait, 20)
+        await relay.stop()
+    report = check(influxd_server, influx_db, stream)
+    assert report.missing == [2], str(report)  # only the change superseded while no daemon listened
+    assert report.duplicates == 0
+
+
+def _get_json(url: str) -> Any:
+    import json  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503 while degraded: the body is the same report
+        return json.loads(exc.read())
+
+
+def _wait_events(daemon: DaemonProcess, name: str, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(1 for e in list(daemon.events) if e.get("event") == name) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} {name!r} events within {timeout_s} s"
+        time.sleep(0.05)

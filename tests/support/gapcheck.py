@@ -100,6 +100,7 @@ class GapReport:
     stored: int
     missing: list[int] = field(default_factory=list)  # values
     duplicates: int = 0
+    extra: list[tuple[float, int]] = field(default_factory=list)  # stored (value, time) nobody expected
 
     def __str__(self) -> str:
         return (

@@ -14,8 +14,9 @@ What cannot be healed is said once and shown in /healthz, and the daemon carries
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from homeiq_daemon.config.backfill import BackfillSettings
@@ -96,22 +97,50 @@ class HistoryFetcher:
         *,
         open_end: bool,
         before_last: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
+    ) -> AsyncGenerator[tuple[object, int], None]:
         """Yield ``(answer, window_end_ns)`` from ``start_ns`` on; the last window is open-ended (up to now)
-        when ``open_end``, else it ends at ``until_ns``."""
+        when ``open_end``, else it ends at ``until_ns``. The next window is asked for before this one is
+        handed on, so HA prepares it while the caller writes (at most two answers in memory)."""
         sizer = history.WindowSizer(self._settings.window_s, self._settings.states_per_request)
-        start = start_ns
-        while True:
+
+        def ask(start: int) -> tuple[asyncio.Task[object], int, bool]:
             end = sizer.next_end(start, until_ns)
             last = end >= until_ns
-            if last and before_last is not None:
-                await before_last()
-            answer = await self.fetch(entity_ids, start, None if last and open_end else end)
-            yield answer, end
-            if last:
-                return
-            sizer.observe(sum(len(v) for v in answer.values()) if isinstance(answer, dict) else 0)
-            start = end - _OVERLAP_NS
+            return asyncio.ensure_future(
+                self._ask(entity_ids, start, end=end, last=last, open_end=open_end, before_last=before_last)
+            ), end, last
+
+        pending = ask(start_ns)
+        try:
+            while True:
+                task, end, last = pending
+                answer = await task
+                if not last:
+                    sizer.observe(sum(len(v) for v in answer.values()) if isinstance(answer, dict) else 0)
+                    pending = ask(end - _OVERLAP_NS)
+                yield answer, end
+                if last:
+                    return
+        finally:
+            task = pending[0]
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _ask(
+        self,
+        entity_ids: list[str],
+        start: int,
+        *,
+        end: int,
+        last: bool,
+        open_end: bool,
+        before_last: Callable[[], Awaitable[None]] | None,
+    ) -> object:
+        if last and before_last is not None:
+            await before_last()
+        return await self.fetch(entity_ids, start, None if last and open_end else end)
 
 
 class Backfill:
@@ -185,14 +214,14 @@ class Backfill:
         try:
             for chunk in history.chunks(ordered, self.settings.entities_per_request):
                 chunk_start = starts[chunk[0]] - _OVERLAP_NS
-                async for answer, _ in fetcher.windows(
-                    chunk, chunk_start, now_ns, open_end=True, before_last=commit_wait
-                ):
-                    batch = list(history.parse_answer(answer, after_ns=starts))
-                    seen.update(state.entity_id for state in batch)
-                    points += self._sink.submit_history(batch)
-                    del batch
-                    await self._sink.wait_for_room()
+                windows = fetcher.windows(chunk, chunk_start, now_ns, open_end=True, before_last=commit_wait)
+                async with contextlib.aclosing(windows):
+                    async for answer, _ in windows:
+                        batch = list(history.parse_answer(answer, after_ns=starts))
+                        seen.update(state.entity_id for state in batch)
+                        points += self._sink.submit_history(batch)
+                        del batch
+                        await self._sink.wait_for_room()
         except CommandFailed as exc:
             self._stats.backfill_running = False
             reason = await unavailable_reason(call, exc.code)

@@ -9,12 +9,13 @@ starts afresh (rewriting points is idempotent: InfluxDB keeps one point per seri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from homeiq_daemon.sources.homeassistant.backfill import HistoryFetcher
 
 CHECKPOINT_FILE = "import-history.json"
 _OVERLAP_NS = 1_000_000
+_MIN_CHUNKS = 8
 
 Call = Callable[..., Awaitable[Any]]
 Write = Callable[[list[EntityState]], Awaitable[int]]
@@ -91,6 +93,7 @@ class Checkpoint:
                 states=int(raw.get("states", 0)),
                 points=int(raw.get("points", 0)),
                 resumed=True,
+                _size=int(raw["chunk_size"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -107,6 +110,7 @@ class Checkpoint:
                 "states": plan.states,
                 "points": plan.points,
                 "done": plan.done,
+                "chunk_size": plan._size,
             }
         )
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -131,6 +135,45 @@ async def exported_entities(call: Call, accepts: Callable[[str], bool], globs: l
     return sorted(found)
 
 
+def chunk_size(entities: int, settings: BackfillSettings) -> int:
+    """Entities per request: at most the setting, and small enough for a few chunks, so HA prepares the next
+    answer while this one is written (requests are pipelined one ahead)."""
+    return max(1, min(settings.entities_per_request, -(-entities // _MIN_CHUNKS)))
+
+
+async def _walk(
+    fetcher: HistoryFetcher, chunks: list[list[str]], plan: ImportPlan, settings: BackfillSettings
+) -> AsyncGenerator[tuple[int, object, int, bool], None]:
+    """``(chunk, answer, window_end, last_of_chunk)`` from the plan's position to its end, one request ahead
+    (across chunk boundaries too): at most two answers in memory."""
+    sizer = history.WindowSizer(settings.window_s, settings.states_per_request)
+
+    def ask(chunk: int, start: int) -> tuple[int, int, bool, asyncio.Task[object]]:
+        end = sizer.next_end(start, plan.until_ns)
+        return chunk, end, end >= plan.until_ns, asyncio.ensure_future(fetcher.fetch(chunks[chunk], start, end))
+
+    first = plan.next_start_ns if plan.next_start_ns is not None else plan.since_ns
+    pending: tuple[int, int, bool, asyncio.Task[object]] | None = ask(plan.chunk, first)
+    try:
+        while pending is not None:
+            chunk, end, last, task = pending
+            answer = await task
+            if not last:
+                sizer.observe(sum(len(v) for v in answer.values()) if isinstance(answer, dict) else 0)
+                pending = ask(chunk, end - _OVERLAP_NS)
+            elif chunk + 1 < len(chunks):
+                sizer = history.WindowSizer(settings.window_s, settings.states_per_request)
+                pending = ask(chunk + 1, plan.since_ns)
+            else:
+                pending = None
+            yield chunk, answer, end, last
+    finally:
+        if pending is not None and not pending[3].done():
+            pending[3].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending[3]
+
+
 async def run_import(
     call: Call,
     plan: ImportPlan,
@@ -142,31 +185,49 @@ async def run_import(
     save_every_s: float = 1.0,
 ) -> ImportPlan:
     """Walk the plan from its position; ``write`` gets each answer's states and returns the points written."""
-    plan._size = settings.entities_per_request
     fetcher = HistoryFetcher(call, settings)
-    chunks = list(history.chunks(plan.entities, settings.entities_per_request))
+    chunks = list(history.chunks(plan.entities, plan._size))
     saved_at = 0.0
-    while plan.chunk < len(chunks):
-        entity_ids = chunks[plan.chunk]
-        start = plan.next_start_ns if plan.next_start_ns is not None else plan.since_ns
-        async for answer, window_end in fetcher.windows(entity_ids, start, plan.until_ns, open_end=False):
-            states = list(history.parse_answer(answer))
-            for state in states:
-                known = plan.earliest_ns.get(state.entity_id)
-                if known is None or state.last_updated_ns < known:
-                    plan.earliest_ns[state.entity_id] = state.last_updated_ns
-            plan.points += await write(states)
-            plan.states += len(states)
-            plan.next_start_ns = window_end - _OVERLAP_NS
-            if time.monotonic() - saved_at >= save_every_s:
-                checkpoint.save(plan)
-                saved_at = time.monotonic()
-            if on_progress is not None:
-                on_progress(plan)
-        plan.chunk += 1
-        plan.next_start_ns = None
-        checkpoint.save(plan)
-        saved_at = time.monotonic()
+    # One write in flight while the next answer is parsed and mapped; the position is saved only once the
+    # write of everything before it was acknowledged.
+    writing: tuple[asyncio.Task[int], int, int, bool, int] | None = None
+
+    async def settle() -> None:
+        nonlocal writing, saved_at
+        if writing is None:
+            return
+        task, chunk, window_end, last, count = writing
+        writing = None
+        plan.points += await task
+        plan.states += count
+        plan.chunk, plan.next_start_ns = (chunk + 1, None) if last else (chunk, window_end - _OVERLAP_NS)
+        if last or time.monotonic() - saved_at >= save_every_s:
+            checkpoint.save(plan)
+            saved_at = time.monotonic()
+        if on_progress is not None:
+            on_progress(plan)
+
+    try:
+        if plan.chunk < len(chunks):
+            walk = _walk(fetcher, chunks, plan, settings)
+            async with contextlib.aclosing(walk):
+                async for chunk, answer, window_end, last in walk:
+                    states = list(history.parse_answer(answer))
+                    del answer
+                    for state in states:
+                        known = plan.earliest_ns.get(state.entity_id)
+                        if known is None or state.last_updated_ns < known:
+                            plan.earliest_ns[state.entity_id] = state.last_updated_ns
+                    task = asyncio.ensure_future(write(states))
+                    await settle()
+                    writing = (task, chunk, window_end, last, len(states))
+                    del states
+            await settle()
+    finally:
+        if writing is not None:
+            writing[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writing[0]
     plan.done = True
     with contextlib.suppress(OSError):
         checkpoint.save(plan)
