@@ -25,6 +25,7 @@ from homeiq_daemon.delivery.liveness import Liveness, stall_limit_s
 from homeiq_daemon.delivery.loop import Delivery
 from homeiq_daemon.delivery.spool import Spool
 from homeiq_daemon.errors import ConfigError
+from homeiq_daemon.metadata.metrics import StoreCollector
 from homeiq_daemon.metadata.registry import RegistryIndex
 from homeiq_daemon.metadata.service import MetadataService
 from homeiq_daemon.pipeline.core import Pipeline
@@ -104,6 +105,10 @@ class App:
     ) -> asyncio.Task[Any]:
         on_start = self.liveness.watch_task if watch else None
         return self.supervisor.start(TaskSpec(name, factory, TASKS[name], source=source, on_start=on_start))
+
+    @property
+    def hub_configured(self) -> bool:
+        return bool(self.settings.home_assistant.url)
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -218,6 +223,7 @@ class App:
         metadata = self.metadata = MetadataService(s.store_db_path, s.metadata)
         await metadata.start()
         pipeline.add_listener(metadata.store.note_state)
+        self.metrics.register(StoreCollector(metadata.store))
         self._spawn("homeiq-metadata-flush", metadata.run_flush)
 
     async def _start_webhooks(self, pipeline: Pipeline) -> None:
@@ -240,7 +246,10 @@ class App:
         assert self.metadata is not None
         store = self.metadata.store
         if s.home_assistant.url:
-            from homeiq_daemon.sources.homeassistant.registry_sync import RegistrySync  # noqa: PLC0415
+            from homeiq_daemon.sources.homeassistant.registry_sync import (  # noqa: PLC0415
+                RegistryCollector,
+                RegistrySync,
+            )
             from homeiq_daemon.sources.homeassistant.source import HomeAssistantSource  # noqa: PLC0415
 
             self.ha_source = HomeAssistantSource(s.home_assistant, pipeline, self.stats)
@@ -252,6 +261,7 @@ class App:
                 refresh_delay_s=s.metadata.registry_refresh_delay_s,
                 is_live=pipeline.states.__contains__,
             )
+            self.metrics.register(RegistryCollector(sync))
             await sync.load()  # enrichment from the last run's registries, before the first event
             sync.attach(self.ha_source)
             self._spawn("homeiq-source-ha", self.ha_source.run, source=True)
@@ -283,14 +293,7 @@ class App:
         s = self.settings
         assert self.metadata is not None
         assert self.writer is not None
-        self.metrics.register(
-            StatsCollector(
-                self.stats,
-                spool_max_bytes=s.spool.max_bytes,
-                store=self.metadata.store,
-                registry_sync=self.registry_sync,
-            )
-        )
+        self.metrics.register(StatsCollector(self.stats, spool_max_bytes=s.spool.max_bytes))
         if not s.http.enabled:
             return
         from homeiq_daemon.api.server import ApiContext, ApiServer, EmbeddedHistory  # noqa: PLC0415 - aiohttp.web

@@ -32,12 +32,12 @@ from homeiq_daemon.api.rows import live_only, overlay
 from homeiq_daemon.api.status import STATIC_FILES, load_static
 from homeiq_daemon.config import HttpSettings
 from homeiq_daemon.errors import HistoryUnavailable
-from homeiq_daemon.metadata.store import EntityQuery, MetadataStore, QueryTimes
+from homeiq_daemon.metadata.store import EntityQuery, MetadataStore
 from homeiq_daemon.model import EntityState, ns_to_iso
 from homeiq_daemon.redaction import mask_path
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.metrics import CONTENT_TYPE, DurationCollector, Metrics
-from homeiq_daemon.runtime.stats import Stats
+from homeiq_daemon.runtime.stats import QueryTimes, Stats
 from homeiq_daemon.sinks.embedded import HistoryStore
 
 log = get_logger("homeiq.http")

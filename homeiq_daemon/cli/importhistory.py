@@ -109,7 +109,7 @@ class _SinkWriter:
 
 async def _import(settings: Settings, args: argparse.Namespace, since_ns: int, until_ns: int) -> dict[str, Any]:
     from homeiq_daemon.sources.homeassistant import importer  # noqa: PLC0415
-    from homeiq_daemon.sources.homeassistant.source import CommandFailed, open_connection  # noqa: PLC0415
+    from homeiq_daemon.sources.homeassistant.connection import CommandFailed, open_connection  # noqa: PLC0415
 
     stats = Stats()
     sink = _SinkWriter(settings, stats)

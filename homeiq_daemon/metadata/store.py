@@ -20,7 +20,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,6 +58,7 @@ from homeiq_daemon.metadata.sql import (
 from homeiq_daemon.model import StateChange
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.sqlite import open_db
+from homeiq_daemon.runtime.stats import QueryTimes
 
 log = get_logger("homeiq.metadata")
 
@@ -67,28 +67,6 @@ HA_SOURCE = "home_assistant"
 CHUNK_ROWS = 128
 INLINE_MAX_ROWS = 201  # a 200-item page (plus the one that tells whether there is a next page)
 UPSERT_VALUE = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
-
-
-@dataclass(slots=True)
-class QueryTimes:
-    """Durations of the store's reads, by query name, as cumulative histogram buckets (for /metrics)."""
-
-    bounds_s: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-    counts: dict[str, list[int]] = field(default_factory=dict)
-    sums: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, seconds: float) -> None:
-        buckets = self.counts.get(name)
-        if buckets is None:
-            buckets = self.counts[name] = [0] * (len(self.bounds_s) + 1)
-            self.sums[name] = 0.0
-        for index, bound in enumerate(self.bounds_s):
-            if seconds <= bound:
-                buckets[index] += 1
-                break
-        else:
-            buckets[-1] += 1
-        self.sums[name] += seconds
 
 
 class MetadataStore:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from homeiq_daemon.runtime.logs import PRIORITY, EventDict, journal_line_renderer
+from homeiq_daemon.runtime.logformat import PRIORITY, EventDict, journal_line_renderer
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "homeiq"

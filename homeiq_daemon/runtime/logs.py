@@ -21,23 +21,19 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, TextIO
 
-import orjson
 import structlog
 from pydantic import SecretStr
 
 from homeiq_daemon.config import LogSettings
 from homeiq_daemon.redaction import redact_text
+from homeiq_daemon.runtime.logformat import EventDict, journal_line_renderer, json_renderer
 
-PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2, "exception": 3}
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _SECRET_WORDS = ("token", "password", "secret", "authorization", "access_token", "api_key")
 REDACTED = "**********"
-
-EventDict = MutableMapping[str, Any]
-
 
 def redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
     for key, value in event_dict.items():
@@ -61,29 +57,6 @@ def redact_urls(_: Any, __: str, event_dict: EventDict) -> EventDict:
             if redacted != text:
                 event_dict[key] = redacted
     return event_dict
-
-
-def _format_value(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    if text and not any(ch in text for ch in ' "=\n\r\t\\') and text.isprintable():
-        return text
-    # Quote, and keep the line one line: journald would split a multi-line message into several entries.
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    escaped = escaped.replace("\t", "\\t")
-    return f'"{escaped}"'
-
-
-def journal_line_renderer(_: Any, method_name: str, event_dict: EventDict) -> str:
-    level = str(event_dict.pop("level", method_name))
-    prio = PRIORITY.get(level, 6)
-    event = event_dict.pop("event", "")
-    parts = [f"<{prio}>event={_format_value(event)}"]
-    parts.extend(f"{key}={_format_value(value)}" for key, value in event_dict.items())
-    return " ".join(parts)
-
-
-def json_renderer(_: Any, __: str, event_dict: EventDict) -> str:
-    return orjson.dumps(event_dict, default=str).decode()
 
 
 def _is_journal_stream(stream: TextIO) -> bool:

@@ -11,18 +11,14 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from homeiq_daemon import __version__
-from homeiq_daemon.runtime.stats import Histogram, Stats
-
-if TYPE_CHECKING:
-    from homeiq_daemon.metadata.store import MetadataStore, QueryTimes
-    from homeiq_daemon.sources.homeassistant.registry_sync import RegistrySync
+from homeiq_daemon.runtime.stats import Histogram, QueryTimes, Stats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -58,18 +54,12 @@ def build_info() -> GaugeMetricFamily:
 
 
 class StatsCollector:
-    def __init__(
-        self,
-        stats: Stats,
-        *,
-        spool_max_bytes: int,
-        store: MetadataStore | None = None,
-        registry_sync: RegistrySync | None = None,
-    ) -> None:
+    """The process-wide counters in ``Stats``. Components with counters of their own register their own
+    collector (the metadata store, the registry sync, webhooks, SwitchBot, the HTTP server)."""
+
+    def __init__(self, stats: Stats, *, spool_max_bytes: int) -> None:
         self._stats = stats
         self._spool_max_bytes = spool_max_bytes
-        self._store = store
-        self._sync = registry_sync
 
     def collect(self) -> Iterator[Any]:
         st = self._stats
@@ -113,19 +103,6 @@ class StatsCollector:
         yield histogram_family("homeiq_tick_duration_seconds", "Duration of one run of a periodic job.",
                                st.tick_histogram)  # fmt: skip
         yield from self._backfill_metrics(st)
-        if self._store is not None:
-            yield from self._store_metrics(self._store)
-        if self._sync is not None:
-            sync = self._sync
-            sizes = GaugeMetricFamily("homeiq_registry_items", "Items mirrored from HA's registries.",
-                                      labels=["registry"])  # fmt: skip
-            sizes.add_metric(["area"], len(sync.areas))
-            sizes.add_metric(["device"], len(sync.devices))
-            sizes.add_metric(["entity"], len(sync.entities))
-            yield sizes
-            yield CounterMetricFamily("homeiq_registry_events", "Registry update events seen.", value=sync.events)
-            yield CounterMetricFamily("homeiq_registry_syncs", "Full registry syncs.", value=sync.full_syncs)
-            yield CounterMetricFamily("homeiq_registry_failures", "Failed registry fetches.", value=sync.failures)
 
     @staticmethod
     def _backfill_metrics(st: Stats) -> Iterator[Any]:
@@ -149,16 +126,6 @@ class StatsCollector:
                                 value=len(st.backfill_unhealed))  # fmt: skip
         yield GaugeMetricFamily("homeiq_backfill_available", "0 when HA's recorder history cannot be read.",
                                 value=0 if st.backfill_unavailable else 1)  # fmt: skip
-
-    @staticmethod
-    def _store_metrics(store: MetadataStore) -> Iterator[Any]:
-        yield duration_family(
-            "homeiq_sqlite_query_duration_seconds", "Metadata store read durations.", "query", store.query_times
-        )
-        yield CounterMetricFamily("homeiq_metadata_states_flushed", "Entity states written (coalesced).",
-                                  value=store.states_flushed)  # fmt: skip
-        yield GaugeMetricFamily("homeiq_metadata_states_pending", "Entity states waiting for the next flush.",
-                                value=store.pending_states)  # fmt: skip
 
 
 def duration_family(name: str, documentation: str, label: str, times: QueryTimes) -> HistogramMetricFamily:

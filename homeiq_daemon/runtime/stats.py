@@ -140,3 +140,25 @@ class Stats:
     def record_tick(self, seconds: float) -> None:
         self.ticks.add(seconds)
         self.tick_histogram.observe(seconds)
+
+
+@dataclass(slots=True)
+class QueryTimes:
+    """Durations of the store's reads, by query name, as cumulative histogram buckets (for /metrics)."""
+
+    bounds_s: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        buckets = self.counts.get(name)
+        if buckets is None:
+            buckets = self.counts[name] = [0] * (len(self.bounds_s) + 1)
+            self.sums[name] = 0.0
+        for index, bound in enumerate(self.bounds_s):
+            if seconds <= bound:
+                buckets[index] += 1
+                break
+        else:
+            buckets[-1] += 1
+        self.sums[name] += seconds

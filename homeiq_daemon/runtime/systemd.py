@@ -19,15 +19,37 @@ import faulthandler
 import os
 import socket
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from homeiq_daemon.redaction import redact_text
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
 
 if TYPE_CHECKING:
-    from homeiq_daemon.app import App
+    from homeiq_daemon.runtime.scheduler import Scheduler
+
+
+class Liveness(Protocol):
+    def check(self) -> str | None:
+        """None when healthy, else why not (the watchdog is then withheld)."""
+        ...
+
+
+class ServiceHost(Protocol):
+    """What the notifier needs of the daemon it reports on (the App is one); runtime/ imports no App."""
+
+    stats: Stats
+    ready: asyncio.Event
+    on_ready: list[Callable[[], None]]
+    on_stopping: list[Callable[[float], None]]
+    scheduler: Scheduler
+
+    @property
+    def liveness(self) -> Liveness: ...
+
+    @property
+    def hub_configured(self) -> bool: ...
 
 log = get_logger("homeiq.systemd")
 
@@ -143,7 +165,7 @@ class ServiceNotifier:
 
     def __init__(
         self,
-        app: App,
+        app: ServiceHost,
         notifier: Notifier,
         *,
         watchdog_s: float | None,
@@ -233,7 +255,7 @@ class ServiceNotifier:
         return sum(self.app.stats.events_received.values())
 
     def _status(self, events_per_s: float) -> str:
-        hub_configured = bool(self.app.settings.home_assistant.url)
+        hub_configured = self.app.hub_configured
         return status_line(self.app.stats, events_per_s, hub_configured=hub_configured)
 
     async def update_status(self) -> None:
@@ -247,7 +269,7 @@ class ServiceNotifier:
             self.notifier.notify(STATUS=self._status(rate))
 
 
-def attach_service(app: App, environ: Mapping[str, str] | None = None) -> ServiceNotifier:
+def attach_service(app: ServiceHost, environ: Mapping[str, str] | None = None) -> ServiceNotifier:
     """Wire the App to systemd (a no-op sender when not run by systemd). Call before ``app.run()``."""
     env = os.environ if environ is None else environ
     # A watchdog kill is SIGABRT: dump every thread's Python stack to stderr (the journal) on the way out.

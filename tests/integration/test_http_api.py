@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from homeiq_daemon.api.server import ApiContext, ApiServer, EmbeddedHistory
 from homeiq_daemon.config import HttpSettings, InfluxDBSettings
+from homeiq_daemon.metadata.metrics import StoreCollector
 from homeiq_daemon.metadata.registry import Area, Device, RegistryEntity
 from homeiq_daemon.metadata.store import MetadataStore
 from homeiq_daemon.model import EntityState, StateChange, iso_to_ns
@@ -82,7 +83,8 @@ async def _make_api(tmp_path: Path, *, token: str | None = None, history: Any = 
     await store.flush_states()
     stats = Stats()
     metrics = Metrics()
-    metrics.register(StatsCollector(stats, spool_max_bytes=1 << 20, store=store))
+    metrics.register(StatsCollector(stats, spool_max_bytes=1 << 20))
+    metrics.register(StoreCollector(store))
     live: dict[str, EntityState] = {}
     settings = HttpSettings(port=0, token=SecretStr(token) if token else None)
     context = ApiContext(stats=stats, store=store, metrics=metrics, hub_configured=False, spool_max_bytes=1 << 20,

@@ -189,7 +189,7 @@ class Backfill:
         self, call: Call, states: list[EntityState], accepts: Callable[[str], bool], live_since: float
     ) -> None:
         """``live_since``: time.monotonic() when the live subscription was confirmed."""
-        from homeiq_daemon.sources.homeassistant.source import CommandFailed  # noqa: PLC0415 - avoids an import cycle
+        from homeiq_daemon.sources.homeassistant.connection import CommandFailed  # noqa: PLC0415 - aiohttp on first use
 
         if not self.settings.enabled:
             return

@@ -22,7 +22,7 @@ from homeiq_daemon.sources.homeassistant import messages as hamessages
 from homeiq_daemon.sources.homeassistant.compressed import EntityStream
 
 if TYPE_CHECKING:
-    from homeiq_daemon.sources.homeassistant.source import HAConnection
+    from homeiq_daemon.sources.homeassistant.connection import HAConnection
 
 SNAPSHOT_TIMEOUT_S = 120.0
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from homeiq_daemon.metadata.registry import (
     EVENT_TYPES,
@@ -41,7 +43,15 @@ from homeiq_daemon.metadata.store import MetadataStore
 from homeiq_daemon.runtime.logs import get_logger
 
 if TYPE_CHECKING:
-    from homeiq_daemon.sources.homeassistant.source import HAConnection, HomeAssistantSource
+    from homeiq_daemon.sources.homeassistant.connection import ConnectHook, EventHandler, HAConnection
+
+
+class _Connections(Protocol):
+    """What the sync needs of the Home Assistant source: hooks on its connections."""
+
+    def add_connect_hook(self, hook: ConnectHook) -> None: ...
+
+    def add_event_handler(self, event_type: str, handler: EventHandler) -> None: ...
 
 log = get_logger("homeiq.registry")
 
@@ -81,7 +91,7 @@ class RegistrySync:
 
     # --- wiring ---------------------------------------------------------------------------------------
 
-    def attach(self, source: HomeAssistantSource) -> None:
+    def attach(self, source: _Connections) -> None:
         source.add_connect_hook(self.on_connect)
         for event_type in EVENT_TYPES:
             source.add_event_handler(event_type, partial(self.on_event, event_type))
@@ -141,7 +151,7 @@ class RegistrySync:
         )
 
     async def _list(self, conn: HAConnection, kind: RegistryKind, command: str) -> list[Any]:
-        from homeiq_daemon.sources.homeassistant.source import CommandFailed  # noqa: PLC0415 - avoids an import cycle
+        from homeiq_daemon.sources.homeassistant.connection import CommandFailed  # noqa: PLC0415 - aiohttp on first use
 
         try:
             raw = await conn.call(command, timeout_s=120.0)
@@ -216,7 +226,7 @@ class RegistrySync:
             log.warning("registry.refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _refresh_entities(self, conn: HAConnection, entity_ids: list[str]) -> None:
-        from homeiq_daemon.sources.homeassistant.source import CommandFailed  # noqa: PLC0415
+        from homeiq_daemon.sources.homeassistant.connection import CommandFailed  # noqa: PLC0415
 
         try:
             raw = await conn.call("config/entity_registry/get_entries", entity_ids=entity_ids, timeout_s=60.0)
@@ -233,3 +243,21 @@ class RegistrySync:
         for entity_id in missing:
             self.entities.pop(entity_id, None)
         log.debug("registry.entities_refreshed", updated=len(found), removed=len(missing))
+
+
+class RegistryCollector:
+    """The registry sync's Prometheus metrics (registered with it, at the sources stage)."""
+
+    def __init__(self, sync: RegistrySync) -> None:
+        self._sync = sync
+
+    def collect(self) -> Iterator[Any]:
+        sync = self._sync
+        sizes = GaugeMetricFamily("homeiq_registry_items", "Items mirrored from HA's registries.", labels=["registry"])
+        sizes.add_metric(["area"], len(sync.areas))
+        sizes.add_metric(["device"], len(sync.devices))
+        sizes.add_metric(["entity"], len(sync.entities))
+        yield sizes
+        yield CounterMetricFamily("homeiq_registry_events", "Registry update events seen.", value=sync.events)
+        yield CounterMetricFamily("homeiq_registry_syncs", "Full registry syncs.", value=sync.full_syncs)
+        yield CounterMetricFamily("homeiq_registry_failures", "Failed registry fetches.", value=sync.failures)

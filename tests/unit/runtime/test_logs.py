@@ -9,7 +9,8 @@ import structlog
 from pydantic import SecretStr
 
 from homeiq_daemon.config import LogSettings
-from homeiq_daemon.runtime.logs import configure_logging, journal_line_renderer, redact_secrets
+from homeiq_daemon.runtime.logformat import journal_line_renderer
+from homeiq_daemon.runtime.logs import configure_logging, redact_secrets
 
 
 def test_journal_line_format() -> None:
