@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter
 
 def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run(  # noqa: S603 - our own venv's tool on our own files
+    return subprocess.run(
         [str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml"), "--no-cache"],
         cwd=tree, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
