@@ -104,11 +104,6 @@ class InfluxDBSettings(_Section):
     password: OptionalSecret = None
     org: str | None = None
     bucket: str | None = None
-    reconnect_recent_max_s: PositiveSeconds = 2.0
-    """Longest wait between reconnect attempts while the last good connection ended less than
-    ``reconnect_recent_window_s`` ago (an HA restart is back within seconds to a minute)."""
-    reconnect_recent_window_s: float = Field(default=300.0, ge=0, le=86_400)
-    backfill: BackfillSettings = BackfillSettings()
     token: OptionalSecret = None
     create_database: bool = True
     gzip: bool | None = None
