@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.config import MappingSettings
@@ -12,6 +13,7 @@ from homeiq_daemon.model import EntityState, iso_to_ns
 from homeiq_daemon.pipeline.mapping import PointMapper
 from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point
 from tests.support.hypo import examples
+from tests.support.lineproto import parse_line
 
 STAMP = "2026-11-20T12:00:00.123456+00:00"
 
@@ -135,7 +137,12 @@ mappings = st.fixed_dictionaries({}, optional={
 })
 
 
+# Keys that collide once written: the colliding-key example a randomised run once found, kept as an example.
+COLLIDING_ATTRIBUTES = [{"time": 1.0, "time_": 2.0}, {"a\x00": 1.0, "a\x01": 2.0}, {"x": "a", "x_str": 1.0}]
+
+
 @given(mapping=mappings, batch=st.lists(st.tuples(states, attributes), min_size=1, max_size=10))
+@example(mapping={}, batch=[(state("sensor.a", "on"), attrs) for attrs in COLLIDING_ATTRIBUTES])
 @settings(max_examples=examples(400), deadline=None)
 def test_map_line_equals_encoded_map_state(mapping: dict[str, Any], batch: list[tuple[EntityState, dict[str, Any]]]
                                            ) -> None:
@@ -170,3 +177,18 @@ def test_attribute_memo_renders_like_a_fresh_mapper(events: list[Any]) -> None:
         event = EntityState("sensor.memo", raw_state, attributes, when, when, iso_to_ns(when))
         assert memo_mapper.map_line(event) == PointMapper(MappingSettings()).map_line(event)
         previous = attributes
+
+
+@pytest.mark.xfail(strict=True, reason="key collisions: attributes whose written keys collide (time/time_, control "
+                   "characters replaced by U+FFFD) give one line two equal field keys, and InfluxDB keeps only the "
+                   "last (checked against influxd 1.6.7); a fix is pending and this mark goes when it lands "
+                   "(strict: an unexpected pass fails)")
+@pytest.mark.parametrize("attrs", COLLIDING_ATTRIBUTES[:2], ids=["time-and-time_", "control-characters"])
+def test_colliding_keys_keep_every_value(attrs: dict[str, Any]) -> None:
+    line = PointMapper(MappingSettings()).map_line(state("sensor.a", "1", **attrs))
+    assert line is not None
+    fields = parse_line(line).fields
+    values = sorted(v for k, v in fields.items() if k != "value")
+    # Every attribute keeps its value under a key of its own: a second equal key would be lost in InfluxDB.
+    assert values == sorted(attrs.values())
+    assert line.count("=") - line.split(" ")[0].count("=") == len(fields)
