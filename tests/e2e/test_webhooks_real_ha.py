@@ -27,6 +27,8 @@ from homeiq_daemon.app import App
 from homeiq_daemon.config import load_settings
 from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.signing import encode_secret, sign_headers
+from tests.support.daemon import eventually as poll
+from tests.support.daemon import start_app, stop_app
 from tests.support.ha_webhooks import HomeAssistantWithWebhooks
 
 pytestmark = pytest.mark.ha
@@ -117,18 +119,19 @@ async def daemon(ha: HomeAssistantWithWebhooks, state_dir: Path) -> AsyncIterato
         webhooks=webhook_settings(ha),
     )
     app = App(settings)
-    task = asyncio.create_task(app.run())
+    task = await start_app(app)
     try:
-        deadline = time.monotonic() + 30
-        while not app.ready.is_set():
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, "daemon not ready in 30 s"
-            await asyncio.sleep(0.05)
         yield app
     finally:
-        app.request_stop()
-        await asyncio.wait_for(task, 30)
+        await stop_app(app, task)  # fails on a crash or a stop past its deadline
+
+
+async def wait_until_taken(app: App, entity_id: str, value: str) -> None:
+    def taken() -> bool:
+        state = app.pipeline.tracker.get(entity_id) if app.pipeline is not None else None
+        return state is not None and state.state == value
+
+    await poll(taken, f"the daemon to take {entity_id} = {value}")
 
 
 async def state_of(ha: HomeAssistantWithWebhooks, entity_id: str) -> str:
@@ -137,7 +140,7 @@ async def state_of(ha: HomeAssistantWithWebhooks, entity_id: str) -> str:
 
 
 async def eventually(ha: HomeAssistantWithWebhooks, entity_id: str, check: Callable[[str], bool]) -> str:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while True:
         value = await state_of(ha, entity_id)
         if check(value):
@@ -174,12 +177,14 @@ async def test_verified_integration_fires_event_and_refuses_forgeries(
 ) -> None:
     await service(ha, "input_number", "set_value", {"entity_id": "input_number.e2e_level", "value": 10})
     await service(ha, "input_number", "set_value", {"entity_id": "input_number.e2e_count", "value": 0})
-    async with daemon(ha, tmp_path):
+    async with daemon(ha, tmp_path) as app:
         await service(ha, "input_number", "set_value", {"entity_id": "input_number.e2e_level", "value": 75})
         await eventually(ha, "input_number.e2e_count", lambda v: v == "1.0")
         verified = await state_of(ha, "input_text.e2e_verified")
         await service(ha, "input_number", "set_value", {"entity_id": "input_number.e2e_level", "value": 80})
-        await asyncio.sleep(0.5)  # staying above the line is no new crossing: nothing is sent
+        # Staying above the line is no new crossing: once the daemon has taken the change, nothing is sent
+        # (the outbox below, read after the stop, holds the one delivery).
+        await wait_until_taken(app, "input_number.e2e_level", "80.0")
     [row] = read_log(tmp_path / "webhooks.db")
     assert (row.rule, row.status, row.last_status) == ("level_high", "delivered", 200)
     assert verified == f"75.0 {row.id}"

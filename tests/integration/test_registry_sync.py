@@ -4,7 +4,6 @@ finds changes made while away, enrichment tags on points, and the API/CLI readin
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -225,13 +224,17 @@ async def test_cli_reads_while_daemon_runs(tmp_path: Path, fake_ha: RegistryFake
     settings = _settings(tmp_path, fake_ha)
     async with running_app(settings) as (app, _):
         await wait_for(lambda: app.registry_sync.full_syncs >= 1)
-        await asyncio.sleep(0.3)
         env = {"HOMEIQ_STATE_DIR": str(tmp_path)}
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
                 mp.setenv(key, value)
-            assert cli.main(["devices"]) == 0
-            out = capsys.readouterr().out
+
+            def listed() -> str | None:  # the store commits the sync on its own schedule: poll the CLI
+                assert cli.main(["devices"]) == 0
+                printed = capsys.readouterr().out
+                return printed if "Thermostat" in printed else None
+
+            out = await wait_for(listed)
             assert "Thermostat" in out
             assert "Kitchen" in out
             assert cli.main(["entities", "--area", "Kitchen", "--json"]) == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from homeiq_daemon.config import Settings
+from homeiq_daemon.runtime.systemd import STOP_GRACE_S
+from tests.support.daemon import stop_process
 from tests.support.influxd import free_port
+
+DEFAULT_STOP_DEADLINE_S = float(Settings.model_fields["shutdown_timeout_s"].default) + STOP_GRACE_S
 
 
 class DaemonProcess:
@@ -72,15 +76,12 @@ class DaemonProcess:
             time.sleep(0.1)
         raise RuntimeError(f"the daemon was not connected within {timeout_s}s: {self.log_tail()}")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def stop(self, timeout_s: float = DEFAULT_STOP_DEADLINE_S) -> None:
+        """SIGTERM; fails the test when the daemon crashed (exit code other than 0) or overran its documented
+        stop deadline (shutdown_timeout_s + the grace it asks systemd for; killed after the report)."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout_s, self.log_tail)
 
     def auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -107,8 +108,12 @@ class DaemonProcess:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.stop()
+        elif self.proc is not None and self.proc.poll() is None:  # the test failed already: just end it
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 def connected_config(ha_url: str, ha_token: str, influx_url: str, database: str) -> str:

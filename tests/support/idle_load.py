@@ -65,7 +65,7 @@ class IdleCrowd:
             finally:
                 self.open_now -= 1
                 writer.close()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(OSError):  # the server may have reset the connection first
                     await writer.wait_closed()
             if self.reconnect_delay_s is None:
                 return
