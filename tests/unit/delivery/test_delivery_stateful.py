@@ -116,7 +116,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         async def wait() -> None:
             deadline = time.monotonic() + SETTLE_CEILING_S
             while not condition():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}: {self._describe()}"
+                if time.monotonic() > deadline:  # a poll's ceiling, not a timing claim
+                    raise AssertionError(f"timed out waiting for {what}: {self._describe()}")
                 await asyncio.sleep(0.005)
 
         self.loop.run_until_complete(wait())
