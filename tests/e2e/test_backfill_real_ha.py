@@ -33,6 +33,7 @@ from tests.support.tcp_relay import TcpRelay
 pytestmark = [pytest.mark.ha, pytest.mark.influxd]
 
 RATE = 20.0
+NOT_RECORDED = "sensor.gap_not_recorded"  # excluded from the recorder in the HA below
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,12 @@ def ha_recorder(ha_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for entity_id in IMPORTED
     }
     ha = RealHomeAssistant(
-        tmp_path_factory.mktemp("ha-recorder"), ha_venv, recorder=True, commit_interval_s=1, input_number=numbers
+        tmp_path_factory.mktemp("ha-recorder"),
+        ha_venv,
+        recorder=True,
+        commit_interval_s=1,
+        input_number=numbers,
+        recorder_exclude=[NOT_RECORDED],
     )
     ha.start()
     try:
@@ -137,11 +143,14 @@ async def test_websocket_cut_for_20_s_is_healed(
     stream = ChangeStream(ha_recorder, "sensor.gap_cut", RATE)
     try:
         await wait_until(lambda: app.ready.is_set() or task.done(), 60, "the daemon to start")
+        await asyncio.to_thread(ha_recorder.set_state, NOT_RECORDED, "1", {"unit_of_measurement": "x"})
         stream.start()
         await asyncio.to_thread(stream.wait_made, 40)
         await relay.cut()
         await wait_until(lambda: not app.stats.hub_connected, 30, "the cut to be noticed")
         cut_at = stream.made
+        for value in ("2", "3"):  # an entity the recorder excludes changes while the daemon cannot see it
+            await asyncio.to_thread(ha_recorder.set_state, NOT_RECORDED, value, {"unit_of_measurement": "x"})
         await asyncio.to_thread(stream.wait_made, cut_at + int(RATE * 20))
         runs = app.stats.backfill_runs
         await relay.start()
@@ -157,6 +166,9 @@ async def test_websocket_cut_for_20_s_is_healed(
     assert report.missing == [], str(report)
     assert report.duplicates == 0, str(report)
     assert app.stats.backfill_points >= int(RATE * 20)
+    # The excluded entity's gap cannot be healed, and the daemon says so (its latest state came with the snapshot).
+    assert "not in the recorder" in app.stats.backfill_unhealed.get(NOT_RECORDED, ""), app.stats.backfill_unhealed
+    assert list(app.stats.backfill_unhealed) == [NOT_RECORDED]
     print(f"websocket cut: {report}")
 
 

@@ -131,6 +131,7 @@ class RealHomeAssistant:
         secrets: dict[str, str] | None = None,
         recorder: bool = False,
         commit_interval_s: int = 1,
+        recorder_exclude: list[str] | None = None,
     ) -> None:
         self.root = root
         self.venv = venv
@@ -153,6 +154,8 @@ class RealHomeAssistant:
         self.recorder = recorder
         """Load ``recorder:`` (SQLite in the config dir, committing every ``commit_interval_s``) and ``history:``."""
         self.commit_interval_s = commit_interval_s
+        self.recorder_exclude = recorder_exclude or []
+        """Entities the recorder leaves out (its ``exclude: entities:``)."""
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.token = ""
@@ -178,8 +181,11 @@ class RealHomeAssistant:
             # A short commit interval keeps tests fast; HA's default is 5 s.
             recorder = (
                 f'recorder:\n  db_url: "sqlite:///{self.config_dir / "home-assistant_v2.db"}"\n'
-                f"  commit_interval: {self.commit_interval_s}\n  purge_keep_days: 10\nhistory:\n"
+                f"  commit_interval: {self.commit_interval_s}\n  purge_keep_days: 10\n"
             )
+            if self.recorder_exclude:
+                recorder += "  exclude:\n    entities:\n" + "".join(f"      - {e}\n" for e in self.recorder_exclude)
+            recorder += "history:\n"
         text = _CONFIG.format(
             port=self.port,
             login_attempts_threshold=self.login_attempts_threshold,
