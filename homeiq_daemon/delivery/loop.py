@@ -464,6 +464,14 @@ class Delivery:
         self._stats.spool_damaged_regions = self.spool.damaged_regions
 
     def _report_damage(self) -> None:
+        if self.spool.set_aside is not None:
+            log.error(
+                "spool.newer_format_set_aside",
+                reason=self.spool.set_aside_reason,
+                kept_in=str(self.spool.set_aside),
+                action="not read and not deleted; a homeiq that knows this format can send it (move it back as "
+                "state_dir/spool); this one spools into a fresh directory",
+            )
         for damage in self.spool.damage:
             log.error(
                 "spool.damaged",

@@ -32,6 +32,7 @@ from homeiq_daemon.delivery.spoolformat import (
     HEADER_SIZE,
     MAGIC,
     Damage,
+    NewerSpoolFormat,
     SpoolRecord,
     encode_record,
     iter_records,
@@ -100,11 +101,25 @@ class Spool:
         self._read_points = 0
         self._head_ms: int | None = None
         self._stats = SpoolStats(0, 0, 0, 0, None)
+        self.set_aside: Path | None = None  # where a spool of a newer format was moved (see _open)
+        self.set_aside_reason = ""
         self._open()
 
     # --- opening ----------------------------------------------------------------------------------
 
     def _open(self) -> None:
+        try:
+            self._open_segments()
+        except NewerSpoolFormat as exc:
+            # Written by a newer homeiq (a downgrade): neither readable nor damage. Keep every file, untouched,
+            # beside a fresh spool, so nothing is deleted and the newer version can still send them.
+            self._segments = []
+            self.set_aside = self.directory.with_name(f"{self.directory.name}.format-{exc.version}-{time.time_ns()}")
+            self.set_aside_reason = str(exc)
+            self.directory.rename(self.set_aside)
+            self._open_segments()
+
+    def _open_segments(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         cursor = self._load_cursor()
         seqs = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())

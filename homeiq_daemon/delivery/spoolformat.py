@@ -5,9 +5,13 @@ A record is
     magic b"HQSP" | payload length u32 | points u32 | flags u8 | spooled_at_ms u64 | crc32 u32 | payload
 
 (big-endian; the crc32 covers points, flags, spooled_at_ms and the payload). The payload is one batch body in
-line protocol, gzip-compressed when ``flags & 1``. The reader follows lengths; only after damage (bad
-magic, a length past the end, a checksum mismatch) does it search for the next magic, so the valid records
-after a damaged stretch are found again. No sockets and no state: spool.py owns the files.
+line protocol, gzip-compressed when ``flags & 1``. The flags byte also carries the format version: its high
+four bits are the version (0, today's format, is all this code writes and reads) and bits 1-3 are reserved.
+A record whose checksum holds but whose version or reserved bits are set was written by a newer homeiq: the
+reader raises NewerSpoolFormat instead of reading it as a plain record or as damage. The reader follows
+lengths; only after damage (bad magic, a length past the end, a checksum mismatch) does it search for the
+next magic, so the valid records after a damaged stretch are found again. No sockets and no state: spool.py
+owns the files.
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ _HEADER = struct.Struct(">4sIIBQI")
 HEADER_SIZE = _HEADER.size
 _CRC_PART = struct.Struct(">IBQ")
 FLAG_GZIP = 1
+FORMAT_VERSION = 0
+_VERSION_SHIFT = 4
+KNOWN_FLAGS = FLAG_GZIP | (FORMAT_VERSION << _VERSION_SHIFT)
+
+
+class NewerSpoolFormat(Exception):
+    """A valid record of a spool format this version does not know (written by a newer homeiq)."""
+
+    def __init__(self, segment: int, offset: int, flags: int) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.flags = flags
+        self.version = flags >> _VERSION_SHIFT
+        what = f"format version {self.version}" if self.version != FORMAT_VERSION else f"unknown flags {flags:#04x}"
+        super().__init__(
+            f"spool segment {segment:010d}.seg offset {offset} holds a record of {what} "
+            f"(this homeiq reads format version {FORMAT_VERSION})"
+        )
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 _SCAN_CHUNK = 1024 * 1024
 
@@ -89,7 +111,8 @@ def iter_records(
     fh: BinaryIO, seq: int, start: int, end: int, damage: list[Damage] | None = None
 ) -> Iterator[SpoolRecord]:
     """Valid records in ``fh`` between ``start`` and ``end``; damaged stretches are skipped and, when
-    ``damage`` is given, noted there. Never raises on bad data and never yields a record whose crc fails."""
+    ``damage`` is given, noted there. Never raises on bad data and never yields a record whose crc fails;
+    raises NewerSpoolFormat on a valid record of a newer format (that is not damage)."""
     pos = start
     while pos < end:
         fh.seek(pos)
@@ -105,6 +128,8 @@ def iter_records(
             else:
                 payload = fh.read(length)
                 if zlib.crc32(payload, zlib.crc32(_CRC_PART.pack(points, flags, stamp))) == crc:
+                    if flags & ~KNOWN_FLAGS:
+                        raise NewerSpoolFormat(seq, pos, flags)
                     nxt = pos + HEADER_SIZE + length
                     yield SpoolRecord(seq, pos, nxt, points, flags, stamp, payload)
                     pos = nxt

@@ -280,7 +280,7 @@ class PointMapper:
     def _text_fragments(self, key: str, text: str, number: float | None, tail: float | None
                         ) -> tuple[tuple[str, str], ...]:
         def ek(name: str) -> str:
-            return self._encoder.key("time_" if name == "time" else name)
+            return self._encoder.field_key(name)
 
         if number is not None:
             return ((key, f"{ek(key)}={number!r}"),) if math.isfinite(number) else ()
@@ -293,7 +293,7 @@ class PointMapper:
         """The attributes' fields, joined (after the state's fields, which same-named attributes step aside for)."""
         frags: dict[str, str] = dict.fromkeys(state_keys, "")
         skip = plan.skip
-        keys = self._encoder._keys
+        keys = self._encoder._field_keys
         str_cache = self._str_fragments
         for key, value in attributes.items():
             if key in skip:
@@ -315,9 +315,9 @@ class PointMapper:
             elif kind is float or kind is int or kind is bool:
                 number = float(value)
                 if number - number == 0.0:  # finite
-                    escaped = keys.get(key) if key != "time" else None
+                    escaped = keys.get(key)
                     if escaped is None:
-                        escaped = self._encoder.key("time_" if key == "time" else key)
+                        escaped = self._encoder.field_key(key)
                     frags[key] = f"{escaped}={number!r}"
             elif kind is list or kind is dict or value is None:
                 # float() always fails on these: HA writes str(value) (and a number found in it).

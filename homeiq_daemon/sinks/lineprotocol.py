@@ -6,18 +6,12 @@ Escaping follows the line protocol reference:
 * tag keys, tag values, field keys: comma, equals sign and space are escaped;
 * string field values: double quote and backslash are escaped; newlines are kept (the value is quoted).
 
-Names (measurement, tag keys/values, field keys) cannot carry every character. These are replaced by
-U+FFFD (REPLACEMENT CHARACTER), so the point is still written and the replacement is visible in queries:
-
-* control characters (U+0000-U+001F, U+007F): line protocol has no escape for them in names;
-* a backslash that ends a name or stands before a character that needs escaping: InfluxDB's tokenizer
-  would read it as the start of an escape sequence and split the line in the wrong place;
-* a ``#`` at the start of a measurement: InfluxDB reads such a line as a comment.
-
-Tags with an empty key or value are left out (InfluxDB rejects them); fields with an empty key are left
-out. Tag and field keys named ``time`` are written as ``time_`` because InfluxDB drops a point that has
-one. String field values keep every character, control characters and newlines included (checked
-byte-exact against influxd).
+Names (measurement, tag keys/values, field keys) cannot carry every character: lpnames.py replaces those
+with an injective escape (U+FFFD, the code point in hex, ``;``), so the point is still written, the
+replacement is visible in queries, and two different names never become one. Tag and field keys named
+``time`` get an underscore (lpnames.py). Tags with an empty key or value are left out (InfluxDB rejects
+them); fields with an empty key are left out. String field values keep every character, control characters
+and newlines included (checked byte-exact against influxd).
 """
 
 from __future__ import annotations
@@ -27,18 +21,12 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from homeiq_daemon.sinks.lpnames import rename_reserved, sanitize_key, sanitize_measurement
+
 FieldValue = float | int | bool | str
 
-REPLACEMENT = "\ufffd"
-
-_CONTROL = "".join(chr(c) for c in range(0x20)) + "\x7f"
-_CONTROL_TABLE = {ord(c): REPLACEMENT for c in _CONTROL}
-
-# A backslash that ends the name, or stands before a character the encoder will escape.
-_BAD_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, ]|$)")
-_BAD_BACKSLASH_KEY = re.compile(r"\\(?=[,= ]|$)")
-_NEEDS_WORK_MEASUREMENT = re.compile(r"[, \\\x00-\x1f\x7f]|^#")
-_NEEDS_WORK_KEY = re.compile(r"[,= \\\x00-\x1f\x7f]")
+_NEEDS_WORK_MEASUREMENT = re.compile(r"[, \\\x00-\x1f\x7f\ufffd]|^#")
+_NEEDS_WORK_KEY = re.compile(r"[,= \\\x00-\x1f\x7f\ufffd]")
 _NEEDS_WORK_STRING = re.compile(r'["\\]')
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
@@ -48,26 +36,18 @@ _STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\"})
 _CACHE_LIMIT = 16_384
 
 
-def _sanitize(name: str, bad_backslash: re.Pattern[str]) -> str:
-    name = name.translate(_CONTROL_TABLE)
-    return bad_backslash.sub(REPLACEMENT, name)
-
-
 def escape_measurement(name: str) -> str:
-    """Escape a measurement name (see the module docstring for characters that are replaced)."""
+    """Escape a measurement name (see lpnames.py for characters that are replaced)."""
     if not _NEEDS_WORK_MEASUREMENT.search(name):
         return name
-    name = _sanitize(name, _BAD_BACKSLASH_MEASUREMENT)
-    if name.startswith("#"):
-        name = REPLACEMENT + name[1:]
-    return name.translate(_MEASUREMENT_ESCAPES)
+    return sanitize_measurement(name).translate(_MEASUREMENT_ESCAPES)
 
 
 def escape_key(name: str) -> str:
     """Escape a tag key, tag value or field key."""
     if not _NEEDS_WORK_KEY.search(name):
         return name
-    return _sanitize(name, _BAD_BACKSLASH_KEY).translate(_KEY_ESCAPES)
+    return sanitize_key(name).translate(_KEY_ESCAPES)
 
 
 def escape_string_value(value: str) -> str:
@@ -110,11 +90,21 @@ class LineEncoder:
     bounded dictionary lookup replaces the regex test on the hot path.
     """
 
-    __slots__ = ("_keys", "_measurements")
+    __slots__ = ("_field_keys", "_keys", "_measurements")
 
     def __init__(self) -> None:
         self._keys: dict[str, str] = {}
+        self._field_keys: dict[str, str] = {}  # tag and field keys: reserved names renamed, then escaped
         self._measurements: dict[str, str] = {}
+
+    def field_key(self, name: str) -> str:
+        """A tag or field key: ``time`` renamed (lpnames.rename_reserved), then escaped."""
+        escaped = self._field_keys.get(name)
+        if escaped is None:
+            if len(self._field_keys) >= _CACHE_LIMIT:
+                self._field_keys.clear()
+            escaped = self._field_keys[name] = escape_key(rename_reserved(name))
+        return escaped
 
     def key(self, name: str) -> str:
         escaped = self._keys.get(name)
@@ -142,7 +132,7 @@ class LineEncoder:
             tag_value = tags[tag_key]
             if not tag_key or not tag_value:
                 continue
-            k = self.key("time_" if tag_key == "time" else tag_key)
+            k = self.field_key(tag_key)
             v = self.key(tag_value)
             if k and v:
                 parts.append(f"{k}={v}")
@@ -156,7 +146,7 @@ class LineEncoder:
             rendered = format_field_value(value)
             if rendered is None:
                 continue
-            k = self.key("time_" if field_key == "time" else field_key)
+            k = self.field_key(field_key)
             parts.append(f"{k}={rendered}")
         return ",".join(parts) if parts else None
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point, parse_line
+from homeiq_daemon.sinks.lpnames import unsanitize
 from tests.support.influxd import InfluxServer
 
 _dbs = itertools.count(1)
@@ -78,7 +79,51 @@ def test_documented_replacements_are_what_influxd_stores(influxd_server: InfluxS
     rows = influxd_server.rows("SELECT * FROM /.*/ GROUP BY *", influx_db)
     assert len(rows) == 1
     row = rows[0]
-    assert row["_measurement"] == "\ufffdtemp\ufffdroom"
-    assert row["loc\ufffd"] == "a\ufffdb"
+    assert row["_measurement"] == "\ufffd23;temp\ufffdA;room"
+    assert row["loc\ufffd5C;"] == "a\ufffd9;b"
     assert row["note"] == 'line1\nline2\r\x00"q"\\'
     assert math.isclose(row["time_"], 1.5)
+
+
+def test_names_that_used_to_collide_are_two_fields_and_two_tags(influxd_server: InfluxServer, influx_db: str) -> None:
+    """``\\x1f`` and ``\\x1e`` both became U+FFFD: a duplicate field key influxd refused as a type conflict."""
+    point = Point("m", {"t\x1f": "a", "t\x1e": "b", "t\ufffd": "c"}, {"\x1f": 0.0, "\x1e": "", "\ufffd": True}, 9)
+    line = LineEncoder().encode(point)
+    assert line is not None
+    status, text = influxd_server.write(line.encode() + b"\n", influx_db)
+    assert status == 204, text
+    [row] = influxd_server.rows("SELECT * FROM /.*/ GROUP BY *", influx_db)
+    stored = {unsanitize(k): v for k, v in row.items() if k not in ("_measurement", "time")}
+    assert {k: stored[k] for k in ("\x1f", "\x1e", "\ufffd")} == {"\x1f": 0.0, "\x1e": "", "\ufffd": True}
+    assert {k: stored[k] for k in ("t\x1f", "t\x1e", "t\ufffd")} == {"t\x1f": "a", "t\x1e": "b", "t\ufffd": "c"}
+
+
+nasty = st.lists(st.sampled_from(["\x00", "\x1e", "\x1f", "\n", "\\", ",", "=", " ", "\ufffd", "#", "a", '"',
+                                  "time", "_", "A;", "1F;"]), min_size=1, max_size=4).map("".join)
+
+
+@given(keys=st.lists(nasty, min_size=2, max_size=5, unique=True), measurement=nasty)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+def test_distinct_keys_stay_distinct_through_influxd(influxd_server: InfluxServer, keys: list[str],
+                                                     measurement: str) -> None:
+    fields = {key: float(i) for i, key in enumerate(keys)}
+    line = LineEncoder().encode(Point(measurement, {}, fields, 1))
+    assert line is not None
+    db = f"keys{next(_dbs)}"
+    influxd_server.create_database(db)
+    try:
+        status, text = influxd_server.write(line.encode() + b"\n", db)
+        assert status == 204, text
+        [row] = influxd_server.rows("SELECT * FROM /.*/", db)
+        assert unsanitize(row.pop("_measurement")) == measurement
+        row.pop("time")
+        back = {}
+        for key, value in row.items():
+            original = unsanitize(key)
+            if original.startswith("time") and not original.strip("_").removeprefix("time"):
+                original = original[:-1]  # rename_reserved added one underscore
+            back[original] = value
+        assert back == fields
+    finally:
+        influxd_server.query(f'DROP DATABASE "{db}"')

@@ -11,7 +11,6 @@ from influxdb_client import Point as ClientPoint
 from influxdb_client import WritePrecision
 
 from homeiq_daemon.sinks.lineprotocol import (
-    REPLACEMENT,
     LineEncoder,
     LineProtocolError,
     Point,
@@ -23,6 +22,7 @@ from homeiq_daemon.sinks.lineprotocol import (
     parse_lines,
     split_lines,
 )
+from homeiq_daemon.sinks.lpnames import REPLACEMENT, rename_reserved
 from tests.support.hypo import examples
 
 
@@ -41,10 +41,11 @@ def test_string_values_escape_quote_and_backslash_keep_newline() -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("line\nbreak", f"line{REPLACEMENT}break"),
-        ("tab\there", f"tab{REPLACEMENT}here"),
-        ("trailing\\", f"trailing{REPLACEMENT}"),
-        ("back\\,comma", f"back{REPLACEMENT}\\,comma"),
+        ("line\nbreak", f"line{REPLACEMENT}A;break"),
+        ("tab\there", f"tab{REPLACEMENT}9;here"),
+        ("trailing\\", f"trailing{REPLACEMENT}5C;"),
+        ("back\\,comma", f"back{REPLACEMENT}5C;\\,comma"),
+        (f"has{REPLACEMENT}", f"has{REPLACEMENT}FFFD;"),
         ("back\\slash", "back\\slash"),  # a backslash before an ordinary character is literal
     ],
 )
@@ -53,7 +54,7 @@ def test_unrepresentable_name_characters_are_replaced(name: str, expected: str) 
 
 
 def test_measurement_starting_with_hash_is_not_a_comment() -> None:
-    assert escape_measurement("#count") == f"{REPLACEMENT}count"
+    assert escape_measurement("#count") == f"{REPLACEMENT}23;count"
     assert escape_measurement("a#b") == "a#b"
 
 
@@ -92,9 +93,15 @@ def test_parser_rejects_garbage() -> None:
 
 # --- properties ---------------------------------------------------------------------------------------
 
+
+def not_reserved(key: str) -> bool:
+    """Keys the encoder renames (``time``, ``time_``, …: see lpnames.rename_reserved) are tested there."""
+    return rename_reserved(key) == key
+
+
 # Names without the characters the encoder must replace: these round-trip exactly through our parser.
 representable = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\\\x7f"
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\\\x7f\ufffd"
                            + "".join(chr(c) for c in range(32))),
     min_size=1, max_size=20,
 ).filter(lambda s: not s.startswith("#"))
@@ -103,11 +110,11 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 field_values = st.one_of(finite, any_text, st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
 
 
-not_time = representable.filter(lambda k: k != "time")
+not_time = representable.filter(not_reserved)
 
 
 @given(measurement=representable, tags=st.dictionaries(not_time, representable, max_size=4),
-       fields=st.dictionaries(representable.filter(lambda k: k != "time"), field_values, min_size=1, max_size=4),
+       fields=st.dictionaries(representable.filter(not_reserved), field_values, min_size=1, max_size=4),
        time_ns=st.integers(min_value=0, max_value=2**62))
 @settings(max_examples=examples(300), deadline=None)
 def test_encode_then_parse_round_trips(measurement: str, tags: dict[str, str], fields: dict[str, object],
@@ -138,13 +145,13 @@ def test_escaped_names_never_contain_raw_separators_or_controls(name: str) -> No
 
 
 client_names = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\"), min_size=1, max_size=15
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\\ufffd"), min_size=1, max_size=15
 ).filter(lambda s: not s.startswith("#"))
 
 
-@given(measurement=client_names, tags=st.dictionaries(client_names.filter(lambda k: k != "time"), client_names,
+@given(measurement=client_names, tags=st.dictionaries(client_names.filter(not_reserved), client_names,
                                                      max_size=3),
-       fields=st.dictionaries(client_names.filter(lambda k: k != "time"),
+       fields=st.dictionaries(client_names.filter(not_reserved),
                               st.one_of(finite, st.text(max_size=20),
                                         st.booleans(), st.integers(min_value=-(2**62), max_value=2**62)),
                               min_size=1, max_size=3),
