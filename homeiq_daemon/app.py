@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -24,7 +25,7 @@ from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery.liveness import Liveness, stall_limit_s
 from homeiq_daemon.delivery.loop import Delivery
 from homeiq_daemon.delivery.spool import Spool
-from homeiq_daemon.errors import ConfigError
+from homeiq_daemon.errors import ConfigError, UnavailableError
 from homeiq_daemon.metadata.metrics import StoreCollector
 from homeiq_daemon.metadata.registry import RegistryIndex
 from homeiq_daemon.metadata.service import MetadataService
@@ -37,7 +38,7 @@ from homeiq_daemon.runtime.metrics import Metrics, StatsCollector
 from homeiq_daemon.runtime.scheduler import Scheduler
 from homeiq_daemon.runtime.statedir import prepare_state_dir
 from homeiq_daemon.runtime.stats import Stats
-from homeiq_daemon.runtime.supervisor import Policy, Supervisor, TaskFactory, TaskSpec
+from homeiq_daemon.runtime.supervisor import Policy, Supervisor, TaskFactory, TaskSpec, bounded
 from homeiq_daemon.sinks.base import BatchWriter
 from homeiq_daemon.sinks.embedded import HistoryStore
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters
@@ -205,9 +206,8 @@ class App:
         spool = Spool(
             s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes, fsync=s.spool.fsync
         )
-        delivery = self.delivery = Delivery(
-            self.liveness.track_writer(self.writer), spool, s, self.stats, self.dead_letters
-        )
+        writer = self.liveness.track_writer(self.writer)
+        delivery = self.delivery = Delivery(writer, spool, s, self.stats, self.dead_letters)
         self.watermarks = Watermarks(
             s.state_dir / WATERMARKS_FILE, save_interval_s=s.home_assistant.backfill.watermark_save_interval_s
         )
@@ -329,7 +329,10 @@ class App:
         try:
             await self.server.start()
         except OSError as exc:
-            raise ConfigError(f"http: cannot listen on {s.http.host}:{s.http.port}: {exc.strerror or exc}") from None
+            what = f"http: cannot listen on {s.http.host}:{s.http.port}: {exc.strerror or exc}"
+            # Port held by another process, or address not up yet (boot): a restart may cure it, so not 78.
+            busy = exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+            raise (UnavailableError if busy else ConfigError)(what) from None
         self._spawn("homeiq-http", self.server.serve)
 
     def status_url(self) -> str | None:
@@ -358,28 +361,28 @@ class App:
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         for callback in self.on_stopping:
             callback(self.settings.shutdown_timeout_s)
-        await self.supervisor.stop_tasks(self.supervisor.tasks(sources=True))
+        await self.supervisor.stop_tasks(self.supervisor.tasks(sources=True), max(1.0, deadline - time.monotonic()))
         if self.switchbot is not None:
-            await self.switchbot.close()
+            await bounded("switchbot", self.switchbot.close(), deadline)
         if self.webhooks is not None:  # unfinished deliveries stay in the outbox for the next start
-            await self.webhooks.stop(deadline)
+            await bounded("webhooks", self.webhooks.stop(deadline), deadline)
         if self.pipeline is not None:
             self.pipeline.flush()
         if self.delivery is not None:
-            await self.delivery.stop(deadline)
-        await self.supervisor.stop_all()
+            await bounded("delivery", self.delivery.stop(deadline), deadline, floor_s=2.0)
+        await self.supervisor.stop_all(max(1.0, deadline - time.monotonic()))
         if self.delivery is not None:
             self.delivery.close()
         if self.watermarks is not None:
             self.watermarks.save()  # after the last batch was written or spooled
         if self.server is not None:
-            await self.server.stop()
+            await bounded("http", self.server.stop(), deadline)
         if self._influx_history is not None:
-            await self._influx_history.close()
+            await bounded("influx_history", self._influx_history.close(), deadline)
         if self.metadata is not None:
-            await self.metadata.stop()
+            await bounded("metadata", self.metadata.stop(), deadline)
         if self.writer is not None:
-            await self.writer.close()
+            await bounded("sink", self.writer.close(), deadline)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 64  # EX_USAGE: bad command line
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a resource is busy or not there yet (restarting may cure it)
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: internal error (a bug)
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: state directory not writable
 EXIT_NOPERM = 77  # EX_NOPERM: Home Assistant rejected the access token
@@ -22,6 +23,18 @@ class ConfigError(HomeIQError):
     """The configuration is invalid; the message names the setting."""
 
     exit_code = EXIT_CONFIG
+
+
+class UsageError(HomeIQError):
+    """A command-line argument is wrong; the message names it."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnavailableError(HomeIQError):
+    """Something the daemon needs is busy or not there yet (the HTTP port in use, the address not up)."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class AuthError(HomeIQError):

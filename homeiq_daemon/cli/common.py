@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from homeiq_daemon.config import Settings, load_settings
-from homeiq_daemon.errors import HomeIQError
+from homeiq_daemon.errors import UsageError
+from homeiq_daemon.model import MAX_TIME_NS, MIN_TIME_NS
 from homeiq_daemon.runtime.timeparse import TimeParseError, parse_time_ns
 
 CONFIG_HELP = "TOML config file (default: /etc/homeiq/homeiq.toml if present)"
@@ -58,9 +59,14 @@ def loader(args: argparse.Namespace) -> Loader:
 def parse_since(text: str, now_ns: int | None = None, option: str = "--since") -> int:
     """A time given on the command line (runtime/timeparse.py: ``1h``, ``7d``, ISO) -> ns since the epoch."""
     try:
-        return parse_time_ns(text, time.time_ns() if now_ns is None else now_ns)
+        when = parse_time_ns(text, time.time_ns() if now_ns is None else now_ns)
     except TimeParseError:
-        raise HomeIQError(f"{option} {text!r}: use a duration like 1h, 30m, 7d or an ISO time") from None
+        raise UsageError(f"{option} {text[:60]!r}: use a duration like 1h, 30m, 7d or an ISO time") from None
+    # Years 1 and 9999 are valid times, just outside what any sink stores: the earliest / latest there is.
+    return min(max(when, MIN_TIME_NS), MAX_TIME_NS)
+
+
+MAX_LIMIT = 1_000_000_000
 
 
 def positive_int(text: str) -> int:
@@ -70,4 +76,6 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    if value > MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LIMIT}")
     return value

@@ -57,12 +57,14 @@ def cmd_run(args: argparse.Namespace, load: Loader) -> int:
     os.umask(0o077)  # state files hold tokens' reach and the home's history: private by default
     from homeiq_daemon.app import App  # noqa: PLC0415 - keeps --version and check-config light
     from homeiq_daemon.cli.console import attach_console  # noqa: PLC0415
+    from homeiq_daemon.cli.reload import attach_reload  # noqa: PLC0415
     from homeiq_daemon.runtime.systemd import attach_service  # noqa: PLC0415
 
     exit_when_done = settings.replay.path is not None and not settings.home_assistant.url and not args.keep_running
     app = App(settings, exit_when_sources_done=exit_when_done)
     console = attach_console(app, quiet=args.quiet)  # at a terminal: the page's URL, first points, a heartbeat
     service = attach_service(app)  # READY/STATUS/WATCHDOG/STOPPING when run by systemd
+    attach_reload(app, lambda: load(**_replay_overrides(args)))  # SIGHUP: log, mapping, webhook rules
     try:
         asyncio.run(app.run())
     finally:

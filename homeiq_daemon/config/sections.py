@@ -41,6 +41,18 @@ def blank_is_unset(value: Any) -> Any:
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(blank_is_unset)]
 
 
+def url_port_ok(value: str) -> str:
+    """``value`` when its port (if any) is 1-65535; a port out of range is a setting error, not a network one."""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,7 +89,7 @@ class HomeAssistantSettings(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
             raise ValueError("must look like http://homeassistant.local:8123 (or ws://…/api/websocket)")
-        return value
+        return url_port_ok(value)
 
     @field_serializer("url")
     def _show_url(self, url: str | None) -> str | None:
@@ -132,7 +144,7 @@ class InfluxDBSettings(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like http://localhost:8086")
-        return value.rstrip("/")
+        return url_port_ok(value).rstrip("/")
 
     @field_serializer("url")
     def _show_url(self, url: str | None) -> str | None:
@@ -163,17 +175,24 @@ class BatchSettings(_Section):
 
 
 class SpoolSettings(_Section):
-    max_bytes: int = Field(default=512 * MiB, ge=MiB)
-    segment_bytes: int = Field(default=8 * MiB, ge=64 * 1024)
-    """Size of one spool file; at most max_bytes / 8, so dropping the oldest file when full costs an eighth."""
+    max_bytes: int = Field(default=512 * MiB, ge=MiB, le=1 << 44)
+    segment_bytes: int = Field(default=8 * MiB, ge=64 * 1024, le=1 << 40)
+    """Size of one spool file; at most max_bytes / 8, so dropping the oldest file when full costs an eighth
+    (an explicit larger value is an error; the default shrinks to max_bytes / 8 by itself)."""
     fsync: bool = True
     """fsync each spooled batch, so a power cut loses at most the batch being built in memory."""
     drain_batch_points: int = Field(default=10_000, ge=1, le=1_000_000)
     """Points per write while draining the spool: consecutive spooled batches go out as one request."""
 
+    @model_validator(mode="after")
+    def _check_segment(self) -> SpoolSettings:
+        if "segment_bytes" in self.model_fields_set and self.segment_bytes > self.max_bytes // 8:
+            raise ValueError(f"segment_bytes must be at most max_bytes / 8 ({self.max_bytes // 8})")
+        return self
+
 
 class HistorySettings(_Section):
-    retention_days: float = Field(default=30.0, gt=0)
+    retention_days: float = Field(default=30.0, gt=0, le=36_500, allow_inf_nan=False)
 
 
 class EntityFilterSettings(_Section):

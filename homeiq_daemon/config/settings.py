@@ -18,15 +18,17 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from homeiq_daemon.config.sections import (
     BatchSettings,
@@ -82,6 +84,13 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Field(default_factory=_default_state_dir)
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (unset it for the default, or give a directory)")
+        return value
     shutdown_timeout_s: PositiveSeconds = 20.0
     """Upper bound for the flush at SIGTERM; keep it below systemd's TimeoutStopSec."""
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
@@ -164,6 +173,12 @@ class _TomlSource(PydanticBaseSettingsSource):
             raise ConfigError(f"config file {_toml_path} is not readable by this user") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {_toml_path}: {exc}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {_toml_path} is a directory, not a file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {_toml_path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {_toml_path} is not UTF-8 text") from None
 
 
 class _CredentialsSource(PydanticBaseSettingsSource):
@@ -266,6 +281,16 @@ def load_settings(config_path: str | Path | None = None, *, read_only: bool = Fa
     token = _read_only.set(read_only)
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        # A whole section in one variable (HOMEIQ_HTTP=…) or a list (…__TAGS_ATTRIBUTES=…) must be JSON.
+        found = re.search(r'field "([^"]+)"', str(exc))
+        prefix = f"HOMEIQ_{found.group(1).upper()}" if found else "HOMEIQ_"
+        exact = [k for k in os.environ if k.upper() == prefix]
+        name = " or ".join(exact or sorted(k for k in os.environ if k.upper().startswith(prefix + "__"))) or prefix
+        raise ConfigError(
+            f"{name}: not valid JSON (a section or list set in one variable must be JSON, e.g. "
+            f"HOMEIQ_MAPPING__TAGS_ATTRIBUTES='[\"friendly_name\"]'; or set HOMEIQ_<SECTION>__<SETTING>)"
+        ) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = f" (in {_toml_path})" if _toml_path else ""

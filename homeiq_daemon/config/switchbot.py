@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from homeiq_daemon.config.sections import OptionalSecret
+from homeiq_daemon.config.sections import OptionalSecret, url_port_ok
 
 DEFAULT_BASE_URL = "https://api.switch-bot.com"
 DAILY_LIMIT = 10_000  # the account's quota (README, "Request limit")
@@ -57,7 +57,7 @@ class SwitchBotSettings(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must look like https://api.switch-bot.com")
-        return value.rstrip("/")
+        return url_port_ok(value).rstrip("/")
 
     @field_validator("webhook_path_secret")
     @classmethod

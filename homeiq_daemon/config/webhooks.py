@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from homeiq_daemon.config.sections import url_port_ok
 from homeiq_daemon.redaction import redact_url
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -81,7 +82,7 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL, e.g. http://homeassistant.local:8123/api/webhook/<id>")
-    return value
+    return url_port_ok(value)
 
 
 def _check_secret(value: SecretStr | None) -> SecretStr | None:

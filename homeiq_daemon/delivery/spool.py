@@ -37,6 +37,7 @@ from homeiq_daemon.delivery.spoolformat import (
     encode_record,
     iter_records,
 )
+from homeiq_daemon.errors import ConfigError
 
 __all__ = [
     "FLAG_GZIP",
@@ -120,7 +121,10 @@ class Spool:
             self._open_segments()
 
     def _open_segments(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"state_dir: {self.directory} is not a directory (the spool lives there)") from None
         cursor = self._load_cursor()
         seqs = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
         self._last_seq = max([*seqs, cursor[0] if cursor else 0])

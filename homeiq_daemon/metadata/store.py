@@ -17,6 +17,7 @@ so the area filter is one indexed lookup.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -132,8 +133,11 @@ class MetadataStore:
                     await conn.execute(sql, params)
             await conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+            # Cancelled inside COMMIT, the commit may finish in SQLite's thread before this ROLLBACK runs
+            # ("no transaction is active"): that must never replace the CancelledError, or a stop hangs.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
             raise
 
     async def replace_areas(self, areas: Sequence[Area]) -> None:

@@ -70,10 +70,15 @@ class Pipeline:
         self._on_batch = on_batch
         self._room = room
         self._tracker = StateTracker()
+        self._extra_tags = extra_tags
         self._mapper = PointMapper(mapping, extra_tags)
         self._batcher = Batcher(batch.size, batch.flush_interval_s, self._hand_on)
         self._listeners: list[Listener] = []
         self.states = StateView(self._tracker)
+
+    def set_mapping(self, mapping: MappingSettings) -> None:
+        """New mapping settings (filters, tags, measurements) from here on (a SIGHUP reload)."""
+        self._mapper = PointMapper(mapping, self._extra_tags)
 
     def add_listener(self, listener: Listener) -> None:
         """Called with every accepted change, before it is mapped; an exception in it is logged, not raised."""

@@ -72,6 +72,11 @@ class Scheduler:
             async with deadline:
                 await job.fn()
         except Exception as exc:  # CancelledError (a BaseException) passes: stopping is not a failure
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # An error raised while being cancelled (a failed clean-up replacing the CancelledError) is
+                # the stop, not a failed tick: looping on would keep the shutdown waiting forever.
+                raise asyncio.CancelledError from exc
             ok = False
             job.failures += 1
             self.failures[job.name] += 1

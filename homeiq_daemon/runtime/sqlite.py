@@ -12,6 +12,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from homeiq_daemon.errors import ConfigError, HomeIQError, StateDirError
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",  # with WAL: durable across process crashes, at most the last commits lost on power cut
@@ -20,6 +22,18 @@ PRAGMAS = (
     "PRAGMA temp_store=MEMORY",
     "PRAGMA cache_size=-2048",  # KiB: 2 MiB page cache (a 5,000-entity store is ~1 MiB; the OS caches too)
 )
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> HomeIQError:
+    """A database file that cannot be used, as one line naming it (never a traceback)."""
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace("-", ""):
+        return StateDirError(f"state_dir: {path} is read-only for this user ({exc})")
+    if isinstance(exc, sqlite3.OperationalError):
+        return StateDirError(f"state_dir: cannot open {path}: {exc}")
+    return ConfigError(
+        f"state_dir: {path} is not a usable SQLite database ({exc}); it is left as it is: move it away "
+        f"(e.g. to {path}.damaged) to start with an empty one"
+    )
 
 
 def _create_private(path: Path) -> None:
@@ -31,7 +45,10 @@ def _create_private(path: Path) -> None:
 
 async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection:
     """Open (creating with mode 0640) and migrate: ``migrations[i]`` takes user_version i to i+1."""
-    _create_private(path)
+    try:
+        _create_private(path)
+    except OSError as exc:
+        raise StateDirError(f"state_dir: cannot create {path}: {exc.strerror or exc}") from None
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         for pragma in PRAGMAS:
@@ -41,6 +58,9 @@ async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection
         version = int(row[0]) if row else 0
         for index in range(version, len(migrations)):
             await conn.executescript(f"BEGIN;\n{migrations[index]}\nPRAGMA user_version={index + 1};\nCOMMIT;")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise _unusable(path, exc) from None
     except BaseException:
         await conn.close()
         raise
@@ -62,4 +82,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         if Path(f"{path}-wal").exists():
             raise
         conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=5.0)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _unusable(path, exc) from None
     return conn

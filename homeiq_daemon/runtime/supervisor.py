@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -195,15 +195,33 @@ class Supervisor:
     def tasks(self, *, sources: bool) -> list[asyncio.Task[Any]]:
         return [task for task, spec in self._tasks.items() if spec.source == sources]
 
-    async def stop_tasks(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Cancel these tasks and wait for them (they are not restarted: the daemon is stopping)."""
+    async def stop_tasks(self, tasks: list[asyncio.Task[Any]], timeout_s: float | None = None) -> None:
+        """Cancel these tasks and wait for them, at most ``timeout_s`` (they are not restarted: the daemon is
+        stopping). A task still running then is named in the log and left behind: the stop goes on."""
         self._stopping = True
         for waiter in list(self._waits):
             waiter.cancel()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, *self._waits, return_exceptions=True)
+        waiting = {*tasks, *self._waits}
+        if not waiting:
+            return
+        _, pending = await asyncio.wait(waiting, timeout=timeout_s)
+        if pending:
+            log.error("homeiq.stop_overdue", tasks=sorted(t.get_name() for t in pending), waited_s=timeout_s,
+                      action="not waiting any longer: the stop goes on")  # fmt: skip
 
-    async def stop_all(self) -> None:
-        await self.stop_tasks(list(self._tasks))
+    async def stop_all(self, timeout_s: float | None = None) -> None:
+        await self.stop_tasks(list(self._tasks), timeout_s)
         self._tasks.clear()
+
+
+async def bounded(step: str, awaitable: Awaitable[Any], deadline: float, floor_s: float = 1.0) -> None:
+    """Await one stop step until ``deadline`` (monotonic; at least ``floor_s``), then log it and go on."""
+    timeout_s = max(floor_s, deadline - time.monotonic())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await awaitable
+    except TimeoutError:
+        log.error("homeiq.stop_overdue", step=step, waited_s=round(timeout_s, 1),
+                  action="not waiting any longer: the stop goes on")  # fmt: skip

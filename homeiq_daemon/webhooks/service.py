@@ -71,6 +71,14 @@ class WebhookService:
         self._closing = False
         self._dropping = False
 
+    def set_rules(self, settings: WebhookSettings) -> None:
+        """New rules from here on (a SIGHUP reload); targets and the outbox stay as they are."""
+        if self._engine is None:
+            return
+        engine = self._engine
+        self.settings = settings
+        self._engine = RuleEngine(settings, engine.emit, engine.call_later, self.stats, area_of=self._area_of)
+
     async def start(self) -> None:
         try:
             await self.outbox.open()
