@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import signal
 import time
@@ -25,7 +24,6 @@ from homeiq_daemon.config import Settings
 from homeiq_daemon.delivery.liveness import Liveness, stall_limit_s
 from homeiq_daemon.delivery.loop import Delivery
 from homeiq_daemon.delivery.spool import Spool
-from homeiq_daemon.errors import ConfigError, UnavailableError
 from homeiq_daemon.metadata.metrics import StoreCollector
 from homeiq_daemon.metadata.registry import RegistryIndex
 from homeiq_daemon.metadata.service import MetadataService
@@ -326,13 +324,7 @@ class App:
                           spool_max_bytes=s.spool.max_bytes, sink=self.writer.describe, sections=sections)  # fmt: skip
         context.status = view.document
         self.server = ApiServer(s.http, context)
-        try:
-            await self.server.start()
-        except OSError as exc:
-            what = f"http: cannot listen on {s.http.host}:{s.http.port}: {exc.strerror or exc}"
-            # Port held by another process, or address not up yet (boot): a restart may cure it, so not 78.
-            busy = exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
-            raise (UnavailableError if busy else ConfigError)(what) from None
+        await self.server.start()  # a busy port: UnavailableError (69, restarted); other bind errors: 78
         self._spawn("homeiq-http", self.server.serve)
 
     def status_url(self) -> str | None:

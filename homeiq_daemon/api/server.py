@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import hmac
 import time
@@ -31,7 +32,7 @@ from homeiq_daemon.api.pushes import MAX_PUSH_BYTES, receive_switchbot_push
 from homeiq_daemon.api.rows import live_only, overlay
 from homeiq_daemon.api.status import STATIC_FILES, load_static
 from homeiq_daemon.config import HttpSettings
-from homeiq_daemon.errors import HistoryUnavailable
+from homeiq_daemon.errors import ConfigError, HistoryUnavailable, UnavailableError
 from homeiq_daemon.metadata.store import EntityQuery, MetadataStore
 from homeiq_daemon.model import EntityState, ns_to_iso
 from homeiq_daemon.redaction import mask_path
@@ -157,7 +158,13 @@ class ApiServer:
         self.connections = ConnectionGuard(protocols, connection_limit(s.max_connections, fd_limit))
         self.ctx.metrics.register(self.connections)
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(self.connections, s.host, s.port, reuse_address=True, backlog=128)
+        try:
+            self._listener = await loop.create_server(self.connections, s.host, s.port, reuse_address=True, backlog=128)
+        except OSError as exc:
+            what = f"http: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+            # Port held by another process, or address not up yet (boot): a restart may cure it, so not 78.
+            busy = exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+            raise (UnavailableError if busy else ConfigError)(what) from None
         sockets = self._listener.sockets
         self.port = sockets[0].getsockname()[1] if sockets else s.port  # the bound port, when port 0 asked for one
         log.info("http.listening", host=s.host, port=self.port, auth=self._token is not None,

@@ -282,10 +282,10 @@ class PointMapper:
         def ek(name: str) -> str:
             return self._encoder.field_key(name)
 
-        if number is not None:
-            return ((key, f"{ek(key)}={number!r}"),) if math.isfinite(number) else ()
+        if number is not None:  # an empty key is no field (as the encoder leaves it out)
+            return ((key, f"{ek(key)}={number!r}"),) if key and math.isfinite(number) else ()
         frags = [(f"{key}_str", f'{ek(key + "_str")}="{escape_string_value(text)}"')]
-        if tail is not None and math.isfinite(tail):
+        if key and tail is not None and math.isfinite(tail):
             frags.append((key, f"{ek(key)}={tail!r}"))
         return tuple(frags)
 
@@ -314,7 +314,7 @@ class PointMapper:
                     frags[field_key] = frag
             elif kind is float or kind is int or kind is bool:
                 number = float(value)
-                if number - number == 0.0:  # finite
+                if number - number == 0.0 and key:  # finite, and a key to write it under
                     escaped = keys.get(key)
                     if escaped is None:
                         escaped = self._encoder.field_key(key)

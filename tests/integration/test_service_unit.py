@@ -62,13 +62,14 @@ def seconds(value: str) -> float:
 
 def staged_root(tmp_path: Path) -> Path:
     """A root with systemd's own units (verify resolves dependencies like sysinit.target there) and an
-    executable where ExecStart= points."""
+    executable where ExecStart= and ExecReload= point."""
     root = tmp_path / "root"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    exe = root / "opt/homeiq/venv/bin/homeiq"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    for path in ("opt/homeiq/venv/bin/homeiq", "bin/kill"):
+        exe = root / path
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/homeiq.service")
     return root
