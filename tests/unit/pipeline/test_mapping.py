@@ -179,10 +179,6 @@ def test_attribute_memo_renders_like_a_fresh_mapper(events: list[Any]) -> None:
         previous = attributes
 
 
-@pytest.mark.xfail(strict=True, reason="key collisions: attributes whose written keys collide (time/time_, control "
-                   "characters replaced by U+FFFD) give one line two equal field keys, and InfluxDB keeps only the "
-                   "last (checked against influxd 1.6.7); a fix is pending and this mark goes when it lands "
-                   "(strict: an unexpected pass fails)")
 @pytest.mark.parametrize("attrs", COLLIDING_ATTRIBUTES[:2], ids=["time-and-time_", "control-characters"])
 def test_colliding_keys_keep_every_value(attrs: dict[str, Any]) -> None:
     line = PointMapper(MappingSettings()).map_line(state("sensor.a", "1", **attrs))
