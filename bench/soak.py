@@ -245,6 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "write_events": watch.writes.get(name.rpartition("/")[2], 0)}
             for name in sorted(set(sizes0) | set(sizes1))
         },
+        # Files written and gone again within the window (an atomic save's temporary file), by name.
+        "state_dir_write_events_other_files": {
+            name: count for name, count in watch.writes.items()
+            if name not in {n.rpartition("/")[2] for n in set(sizes0) | set(sizes1)}
+        },
         "first_start_write_bytes": first_bytes,
         "method": "daemon CPU: utime+stime from /proc/<pid>/stat; writes: /proc/<pid>/io write_bytes (block layer, "
                   "any file) over the window scaled to 1 h; per file: size growth and inotify write events; "
