@@ -128,7 +128,7 @@ async def daemon(ha: HomeAssistantWithWebhooks, state_dir: Path) -> AsyncIterato
 
 async def wait_until_taken(app: App, entity_id: str, value: str) -> None:
     def taken() -> bool:
-        state = app.pipeline.tracker.get(entity_id) if app.pipeline is not None else None
+        state = app.pipeline.states.get(entity_id) if app.pipeline is not None else None
         return state is not None and state.state == value
 
     await poll(taken, f"the daemon to take {entity_id} = {value}")
