@@ -51,8 +51,8 @@ if TYPE_CHECKING:
 
 log = get_logger("homeiq.app")
 
-# What the supervisor does when a task dies (an error raised on purpose, HomeIQError, always stops the
-# daemon with its own exit code; a crash loop, more than 5 restarts in 5 minutes, stops it with 70).
+# What the supervisor does when a task dies (docs/architecture.md, "Supervision": a HomeIQError stops
+# the daemon with its own code; a crash loop, more than 5 restarts in 5 minutes, with 70).
 TASKS: dict[str, Policy] = {
     "homeiq-delivery-writer": "restart",
     "homeiq-delivery-spooler": "restart",
@@ -74,7 +74,6 @@ class App:
         self.exit_when_sources_done = exit_when_sources_done
         self.stop_requested = asyncio.Event()
         self.ready = asyncio.Event()
-        # runtime
         self.stats = Stats()
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.stats)

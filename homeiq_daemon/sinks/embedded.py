@@ -23,7 +23,7 @@ from homeiq_daemon.runtime.sqlite import open_db, open_readonly
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import WriteResult
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters
-from homeiq_daemon.sinks.lineprotocol import LineProtocolError, parse_line, split_lines
+from homeiq_daemon.sinks.lineparse import LineProtocolError, parse_line, split_lines
 
 log = get_logger("homeiq.history")
 

@@ -8,7 +8,8 @@ import math
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point, parse_line
+from homeiq_daemon.sinks.lineparse import parse_line
+from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point
 from homeiq_daemon.sinks.lpnames import unsanitize
 from tests.support.influxd import InfluxServer
 

@@ -31,7 +31,7 @@ from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import WriteResult
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters
-from homeiq_daemon.sinks.lineprotocol import split_lines
+from homeiq_daemon.sinks.lineparse import split_lines
 
 log = get_logger("homeiq.influx")
 

@@ -10,17 +10,14 @@ from hypothesis import strategies as st
 from influxdb_client import Point as ClientPoint
 from influxdb_client import WritePrecision
 
+from homeiq_daemon.sinks.lineparse import LineProtocolError, parse_line, parse_lines, split_lines
 from homeiq_daemon.sinks.lineprotocol import (
     LineEncoder,
-    LineProtocolError,
     Point,
     encode_point,
     escape_key,
     escape_measurement,
     escape_string_value,
-    parse_line,
-    parse_lines,
-    split_lines,
 )
 from homeiq_daemon.sinks.lpnames import REPLACEMENT, rename_reserved
 from tests.support.hypo import examples
