@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from homeiq_daemon.app import App
 from homeiq_daemon.config import Settings
 from homeiq_daemon.metadata.store import MetadataStore
-from homeiq_daemon.sources.switchbot import source as switchbot_source
+from homeiq_daemon.sources.switchbot import persistence as switchbot_persistence
 from homeiq_daemon.sources.switchbot.api import seconds_to_next_day, utc_day
 from homeiq_daemon.sources.switchbot.source import KEY_BUDGET, SwitchBotSource
 from tests.support.daemon import daemon_settings, eventually_async, running_app, wait_for
@@ -304,7 +304,7 @@ async def test_new_credentials_lift_a_halt(tmp_path: Path, cloud: FakeSwitchBotC
 async def test_polling_resumes_the_next_day(
     tmp_path: Path, cloud: FakeSwitchBotCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(switchbot_source, "RESUME_SLACK_S", 0.05)
+    monkeypatch.setattr(switchbot_persistence, "RESUME_SLACK_S", 0.05)
     async with running_app(settings_for(tmp_path, cloud)) as (app, _):
         await wait_for(lambda: tracked(app, METER) == "26.1")
         source = source_of(app)
