@@ -22,7 +22,7 @@ from homeiq_daemon.errors import ProtocolError
 from homeiq_daemon.model import MAX_TIME_NS, MIN_TIME_NS
 from homeiq_daemon.pipeline.mapping import PointMapper
 from homeiq_daemon.runtime.stats import Stats
-from homeiq_daemon.sinks.lineprotocol import parse_line
+from homeiq_daemon.sinks.lineparse import parse_line
 from homeiq_daemon.sources.homeassistant import messages as hamessages
 from homeiq_daemon.sources.replay import iter_changes
 from tests.support.hypo import examples

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point, parse_line
+from homeiq_daemon.sinks.lineparse import parse_line
+from homeiq_daemon.sinks.lineprotocol import LineEncoder, Point
 from homeiq_daemon.sinks.lpnames import rename_reserved, sanitize_key, sanitize_measurement, unsanitize
 
 # The characters the sanitiser cares about, the escape's own alphabet, and anything else.
