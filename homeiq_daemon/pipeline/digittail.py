@@ -44,3 +44,11 @@ def digit_tail_number(text: str) -> float | None:
         return float(_NOT_DECIMAL.sub("", text))
     except (ValueError, OverflowError):
         return None
+
+
+def to_float(value: object) -> float | None:
+    """float(value) as Python does it (HA relies on that), None when it fails."""
+    try:
+        return float(value)  # type: ignore[arg-type]  # anything float() takes; the rest is None
+    except (ValueError, TypeError, OverflowError):
+        return None

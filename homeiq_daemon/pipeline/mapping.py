@@ -25,7 +25,7 @@ from typing import Any
 
 from homeiq_daemon.config import EntityCustomization, MappingSettings
 from homeiq_daemon.model import EntityState
-from homeiq_daemon.pipeline.digittail import digit_tail_number
+from homeiq_daemon.pipeline.digittail import digit_tail_number, to_float
 from homeiq_daemon.pipeline.filter import EntityFilter, glob_regex
 from homeiq_daemon.sinks.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
 
@@ -54,14 +54,6 @@ class _Plan:
     object_id: str
 
 
-def _to_float(value: Any) -> float | None:
-    """float(value) as Python does it (HA relies on that), None when it fails."""
-    try:
-        return float(value)
-    except (ValueError, TypeError, OverflowError):
-        return None
-
-
 class PointMapper:
     """Turns entity states into points. Caches per-entity decisions; one instance per pipeline."""
 
@@ -79,7 +71,7 @@ class PointMapper:
         self._entity_config: dict[str, tuple[str | None, frozenset[str]]] = {}
         # Fast path (map_line): per-entity plans and rendered field fragments, all bounded.
         self._encoder = LineEncoder()
-        self._plans: dict[tuple[str, Any], _Plan] = {}
+        self._plans: dict[tuple[str, type, Any], _Plan] = {}
         self._plan_attr = "device_class" if self._measurement_attr == "domain__device_class" else self._measurement_attr
         self._str_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         self._repr_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
@@ -124,7 +116,7 @@ class PointMapper:
     def _string_number(self, text: str) -> tuple[float | None, float | None]:
         cached = self._string_numbers.get(text)
         if cached is None:
-            as_float = _to_float(text)
+            as_float = to_float(text)
             # homeassistant/components/influxdb: a string with a number inside also gets a float field.
             tail = digit_tail_number(text) if as_float is None else None
             if len(self._string_numbers) >= _VALUE_CACHE_LIMIT:
@@ -211,7 +203,7 @@ class PointMapper:
             elif isinstance(attr_value, str):
                 number, tail = self._string_number(attr_value)
             else:
-                number = _to_float(attr_value)
+                number = to_float(attr_value)
                 tail = None if number is not None else self._string_number(str(attr_value))[1]
             if number is not None:
                 if math.isfinite(number):
@@ -332,7 +324,7 @@ class PointMapper:
                 for field_key, frag in cached:
                     frags[field_key] = frag
             else:
-                number = _to_float(value)
+                number = to_float(value)
                 text = str(value)
                 tail = None if number is not None else self._string_number(text)[1]
                 for field_key, frag in self._text_fragments(key, text, number, tail):
@@ -346,7 +338,8 @@ class PointMapper:
         if raw_state in SKIPPED_STATES or not self._filter(entity_id):
             return None
         attributes = state.attributes
-        plan_key = (entity_id, attributes.get(self._plan_attr))
+        unit = attributes.get(self._plan_attr)
+        plan_key = (entity_id, type(unit), unit)  # the type too: 0, 0.0 and False are equal keys, not one unit
         try:
             plan = self._plans.get(plan_key)
         except TypeError:  # an unhashable unit (a list): rare, no cache
@@ -365,14 +358,15 @@ class PointMapper:
             memo is not None
             and memo[2] is plan
             and memo[1] == shape
-            and (memo[0] is attributes or (memo[3] and memo[0] == attributes))
+            and (memo[0] is attributes or (memo[3] and memo[0] == attributes and _same_types(memo[0], attributes)))
         ):
             attr_part = memo[4]
         else:
             attr_part = self._attribute_part(plan, shape, attributes)
             if memo is None and len(self._attr_memo) >= _CACHE_LIMIT:
                 self._attr_memo.clear()
-            # Equal dicts render alike only when every value is a plain scalar ([1] == [True], but not as text).
+            # Equal dicts render alike only when every value is a plain scalar of the same type (1 == True == 1.0,
+            # but not as text), so the types are compared too.
             simple = all(type(v) in _SCALARS for v in attributes.values())
             self._attr_memo[entity_id] = (attributes, shape, plan, simple, attr_part)
         parts = [frag for _, frag in state_frags if frag]
@@ -397,3 +391,8 @@ class PointMapper:
         if self._extra_tags is not None:
             tags.update(self._extra_tags(entity_id))
         return tags
+
+
+def _same_types(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Equal attribute dicts whose values also have the same types (called only after ``old == new``)."""
+    return all(type(value) is type(old[key]) for key, value in new.items())
