@@ -17,6 +17,7 @@ so the area filter is one indexed lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
@@ -77,6 +78,10 @@ class MetadataStore:
         self._reader: aiosqlite.Connection | None = None
         self._inline: sqlite3.Connection | None = None
         self._latest = LatestStates(MAX_PENDING_STATES)
+        # One transaction at a time on the writer: a flush and a registry or SwitchBot upsert interleave at
+        # their awaits, and a second BEGIN inside the first fails ("cannot start a transaction within a
+        # transaction").
+        self._write_lock = asyncio.Lock()
         self.states_flushed = 0
         self.query_times = QueryTimes()
 
@@ -116,6 +121,10 @@ class MetadataStore:
         5,000-row executemany stalled the event loop (and with it the API and the HA reader) for 5-12 ms;
         chunks keep each stall near a millisecond. Still one transaction, one commit.
         """
+        async with self._write_lock:
+            await self._run_transaction(statements)
+
+    async def _run_transaction(self, statements: Sequence[tuple[Any, ...]]) -> None:
         conn = self._writer
         if conn is None:
             raise RuntimeError("metadata store is not open")
