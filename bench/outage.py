@@ -40,7 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from homeiq_daemon.config import LogSettings, MappingSettings, load_settings  # noqa: E402
+from homeiq_daemon.config import MappingSettings, load_settings  # noqa: E402
 from homeiq_daemon.delivery.loop import Delivery  # noqa: E402
 from homeiq_daemon.delivery.spool import Spool  # noqa: E402
 from homeiq_daemon.pipeline.mapping import PointMapper  # noqa: E402
@@ -406,7 +406,7 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--only", help="comma-separated parts: spool,replay,steady,outage (default: all)")
     args = parser.parse_args()
-    configure_logging(LogSettings(format="json", level="warning"), stream=sys.stderr)  # stdout is the result
+    configure_logging("json", "warning", stream=sys.stderr)  # stdout is the result
     if args.quick:
         args.points, args.outage_minutes, args.steady_seconds = 50_000, 2.0, 15.0
 

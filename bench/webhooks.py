@@ -36,7 +36,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from homeiq_daemon.config import LogSettings, load_settings  # noqa: E402
+from homeiq_daemon.config import load_settings  # noqa: E402
 from homeiq_daemon.delivery.loop import Delivery  # noqa: E402
 from homeiq_daemon.delivery.spool import Spool  # noqa: E402
 from homeiq_daemon.model import EntityState, StateChange, ns_to_iso  # noqa: E402
@@ -219,7 +219,7 @@ async def run_reference(base: str, rate: float, count: int) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    configure_logging(LogSettings(format="console", level="warning"))
+    configure_logging("console", "warning")
     port = free_port()
     receiver = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     base = f"http://127.0.0.1:{port}"

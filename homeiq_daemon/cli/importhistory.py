@@ -186,7 +186,7 @@ def cmd_import_history(args: argparse.Namespace, load: Loader) -> int:
     from homeiq_daemon.runtime.logs import configure_logging  # noqa: PLC0415
 
     settings = load()
-    configure_logging(settings.log)
+    configure_logging(settings.log.format, settings.log.level)
     os.umask(0o077)
     if not settings.home_assistant.url:
         raise ConfigError("home_assistant.url: import-history needs Home Assistant (url and token)")

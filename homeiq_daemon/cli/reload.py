@@ -44,7 +44,7 @@ class Reloader:
         changed = changed_sections(old, new)
         reloaded: list[str] = []
         if "log" in changed:
-            configure_logging(new.log)
+            configure_logging(new.log.format, new.log.level)
             reloaded.append("log")
         if "mapping" in changed and app.pipeline is not None:
             app.pipeline.set_mapping(new.mapping)

@@ -53,7 +53,7 @@ def _replay_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, load: Loader) -> int:
     settings = load(**_replay_overrides(args))
-    configure_logging(settings.log)
+    configure_logging(settings.log.format, settings.log.level)
     os.umask(0o077)  # state files hold tokens' reach and the home's history: private by default
     from homeiq_daemon.app import App  # noqa: PLC0415 - keeps --version and check-config light
     from homeiq_daemon.cli.console import attach_console  # noqa: PLC0415

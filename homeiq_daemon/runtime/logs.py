@@ -27,7 +27,6 @@ from typing import Any, TextIO
 import structlog
 from pydantic import SecretStr
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.redaction import redact_text
 from homeiq_daemon.runtime.logformat import EventDict, journal_line_renderer, json_renderer
 
@@ -76,9 +75,10 @@ def _is_journal_stream(stream: TextIO) -> bool:
     return value == f"{st.st_dev}:{st.st_ino}"
 
 
-def choose_format(settings: LogSettings, stream: TextIO) -> str:
-    if settings.format != "auto":
-        return settings.format
+def choose_format(fmt: str, stream: TextIO) -> str:
+    """The format to use: ``fmt`` unless it is "auto", then by where ``stream`` goes."""
+    if fmt != "auto":
+        return fmt
     if _is_journal_stream(stream):
         return "journal"
     if stream.isatty():
@@ -87,7 +87,9 @@ def choose_format(settings: LogSettings, stream: TextIO) -> str:
 
 
 def configure_logging(
-    settings: LogSettings,
+    fmt: str = "auto",
+    level: str = "info",
+    *,
     stream: TextIO | None = None,
     extra_processors: list[Callable[..., Any]] | None = None,
     journal_socket: str | None = None,
@@ -95,7 +97,7 @@ def configure_logging(
     """Configure structlog once for the process; returns the format chosen ("journal-native" when the
     journal format is sent as structured entries to journald's socket, see journal.py)."""
     out = stream or sys.stderr
-    fmt = choose_format(settings, out)
+    fmt = choose_format(fmt, out)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -121,11 +123,11 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[*shared, *(extra_processors or []), redact_urls, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[settings.level]),
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=logger_factory,
         cache_logger_on_first_use=False,
     )
-    _bridge_stdlib_logging(LEVELS[settings.level])
+    _bridge_stdlib_logging(LEVELS[level])
     return fmt
 
 

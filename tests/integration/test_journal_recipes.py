@@ -24,7 +24,6 @@ import pytest
 import structlog
 
 from homeiq_daemon.app import App
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.pipeline.batcher import Batch
 from homeiq_daemon.runtime import systemd
 from homeiq_daemon.runtime.logs import configure_logging
@@ -60,7 +59,7 @@ def _first_example_time_ns() -> int:
 
 
 async def _run_the_daemon(tmp_path: Path, influx: InfluxServer, collector: JournalCollector) -> None:
-    assert configure_logging(LogSettings(format="journal", level="info"), journal_socket=collector.path) == (
+    assert configure_logging("journal", "info", journal_socket=collector.path) == (
         "journal-native"
     )
     influx.create_database("recipes")

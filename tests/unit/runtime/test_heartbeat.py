@@ -8,7 +8,6 @@ import json
 
 import structlog
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.runtime.activity import Activity
 from homeiq_daemon.runtime.heartbeat import Heartbeat
 from homeiq_daemon.runtime.logs import configure_logging
@@ -67,7 +66,7 @@ def test_quiet_keeps_only_the_first_points_line() -> None:
 
 def test_not_a_terminal_logs_the_first_points_event_and_no_heartbeat() -> None:
     logged = io.StringIO()
-    configure_logging(LogSettings(format="json", level="info"), stream=logged)
+    configure_logging("json", "info", stream=logged)
     try:
         heartbeat, stats, clock, out = make(terminal=False)
         stats.points_written = 5

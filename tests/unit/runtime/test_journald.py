@@ -18,7 +18,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.runtime import journal
 from homeiq_daemon.runtime.logs import configure_logging, get_logger
 
@@ -109,7 +108,7 @@ def journal_socket() -> Iterator[JournalSocket]:
 
 
 def test_events_arrive_as_structured_entries(journal_socket: JournalSocket) -> None:
-    fmt = configure_logging(LogSettings(format="journal"), journal_socket=journal_socket.path)
+    fmt = configure_logging("journal", journal_socket=journal_socket.path)
     assert fmt == "journal-native"
     log = get_logger("test")
     log.info("influx.flush", points=1000, entity_id="sensor.kitchen_temperature", tags={"area": "kitchen"})
@@ -128,7 +127,7 @@ def test_events_arrive_as_structured_entries(journal_socket: JournalSocket) -> N
 
 
 def test_errors_carry_priority_traceback_and_no_secrets(journal_socket: JournalSocket) -> None:
-    configure_logging(LogSettings(format="journal"), journal_socket=journal_socket.path)
+    configure_logging("journal", journal_socket=journal_socket.path)
     log = get_logger("test")
     try:
         raise ConnectionError("influxd went away")
@@ -163,7 +162,7 @@ def test_an_entry_too_big_for_a_datagram_goes_through_a_sealed_memfd(journal_soc
 
 def test_falls_back_to_stderr_lines_when_journald_stops_listening(journal_socket: JournalSocket) -> None:
     stream = io.StringIO()
-    configure_logging(LogSettings(format="journal"), stream=stream, journal_socket=journal_socket.path)
+    configure_logging("journal", stream=stream, journal_socket=journal_socket.path)
     journal_socket.close()  # journald restarting: the path is there, nobody reads
     os.unlink(journal_socket.path)
     get_logger("test").warning("ha.disconnected", reason="ping timeout")
@@ -174,7 +173,7 @@ def test_without_the_socket_the_journal_format_writes_lines(tmp_path: Path) -> N
     saved = structlog.get_config()
     stream = io.StringIO()
     try:
-        fmt = configure_logging(LogSettings(format="journal"), stream=stream, journal_socket=str(tmp_path / "none"))
+        fmt = configure_logging("journal", stream=stream, journal_socket=str(tmp_path / "none"))
         get_logger("test").info("homeiq.ready", sink="embedded")
     finally:
         structlog.configure(**saved)

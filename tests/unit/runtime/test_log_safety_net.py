@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.runtime import logs
 from homeiq_daemon.runtime.logs import STDLIB_BURST, configure_logging
 
@@ -20,7 +19,7 @@ from homeiq_daemon.runtime.logs import STDLIB_BURST, configure_logging
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     out = io.StringIO()
-    configure_logging(LogSettings(format="json", level="info"), stream=out)
+    configure_logging("json", "info", stream=out)
     try:
         yield out
     finally:

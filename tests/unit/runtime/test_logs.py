@@ -8,7 +8,6 @@ import json
 import structlog
 from pydantic import SecretStr
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.runtime.logformat import journal_line_renderer
 from homeiq_daemon.runtime.logs import configure_logging, redact_secrets
 
@@ -30,7 +29,7 @@ def test_secrets_are_redacted_by_value_type_and_key_name() -> None:
 def test_json_lines_carry_timestamp_and_fields() -> None:
     out = io.StringIO()
     try:
-        assert configure_logging(LogSettings(format="json", level="info"), stream=out) == "json"
+        assert configure_logging("json", "info", stream=out) == "json"
         log = structlog.get_logger()
         log.debug("hidden.below.level")
         log.info("ha.connected", entities=3, access_token="s3cret")
@@ -50,7 +49,7 @@ def test_journal_stream_format_without_socket(monkeypatch) -> None:  # type: ign
     monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
     out = io.StringIO()
     try:
-        fmt = configure_logging(LogSettings(format="auto"), stream=out, journal_socket="/nonexistent/socket")
+        fmt = configure_logging("auto", stream=out, journal_socket="/nonexistent/socket")
         structlog.get_logger().error("sink.down", error="refused")
     finally:
         structlog.reset_defaults()

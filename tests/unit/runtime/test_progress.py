@@ -7,7 +7,6 @@ import json
 
 import structlog
 
-from homeiq_daemon.config import LogSettings
 from homeiq_daemon.runtime.logs import configure_logging
 from homeiq_daemon.runtime.progress import Progress, ProgressBoard, format_duration, render_line
 
@@ -79,7 +78,7 @@ def test_terminal_line_is_redrawn_in_place_and_ended_once() -> None:
 
 def test_not_a_terminal_logs_structured_lines() -> None:
     out = io.StringIO()
-    configure_logging(LogSettings(format="json", level="info"), stream=out)
+    configure_logging("json", "info", stream=out)
     try:
         clock = FakeClock()
         progress = Progress("import-history", total=100, unit="states", stream=io.StringIO(), clock=clock,
