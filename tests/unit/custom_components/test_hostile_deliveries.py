@@ -63,15 +63,15 @@ ROWS: list[tuple[str, Callable[[], tuple[Headers, bytes]], str]] = [
     ("delivery with a 5,000-digit timestamp", _with(webhook_timestamp="1" * 5000), "not a number of seconds"),
     ("delivery with a negative timestamp", _with(webhook_timestamp="-1700000000"), "not a number of seconds"),
     ("delivery with non-ASCII digits in the timestamp", _with(webhook_timestamp="\u0661\u0667" + "\u0660" * 8),
-     "not a number of seconds"),  # fmt: skip
+     "not a number of seconds"),
     ("delivery stamped two hours ago", lambda: (_signed(timestamp=NOW - 7200), BODY), "too old or too far"),
     ("delivery with its body changed after signing", lambda: (_signed(), BODY + b" "), "no valid signature"),
     ("delivery signed with another key", lambda: (signing.sign_headers([b"x" * 32], "msg_1", NOW, BODY), BODY),
-     "no valid signature"),  # fmt: skip
+     "no valid signature"),
     ("delivery with a signature that is not base64", _with(webhook_signature="v1,@@@"), "no valid signature"),
     ("delivery with an unknown signature version", _with(webhook_signature="v9,AAAA"), "no valid signature"),
     ("delivery with 10,000 signatures", _with(webhook_signature=" ".join(["v1,AAAA"] * 10_000)),
-     "no valid signature"),  # fmt: skip
+     "no valid signature"),
 ]
 
 
