@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from tests.support.influxd import InfluxServer
+from tests.support.logsetup import use_test_logging
 from tests.support.real_ha import RealHomeAssistant, ensure_ha_venv
 
 _db_counter = itertools.count(1)
+use_test_logging()
 
 # --- hypothesis profiles ----------------------------------------------------------------------------------
 # ci: the same examples on every run (derandomize), no example database to make a clean clone differ from a
@@ -45,6 +47,14 @@ def pytest_report_header() -> str:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # The header is hidden by -q (scripts/test): say which profile ran at the end as well.
     terminalreporter.write_line(_profile_line())
+
+
+@pytest.fixture(autouse=True)
+def _plain_logging_after_each_test() -> Iterator[None]:
+    # A test that configures the daemon's logging (cli.main, configure_logging onto a StringIO) must not leave
+    # later tests logging into its stream, which pytest may have closed.
+    yield
+    use_test_logging()
 
 
 # --- influxd ----------------------------------------------------------------------------------------------

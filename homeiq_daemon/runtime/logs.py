@@ -120,7 +120,11 @@ def configure_logging(
         renderer = json_renderer
     else:
         shared += [structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)]
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Plain tracebacks: a rich one prints every frame's locals, and the repr of one hostile value (a state
+        # nested 1,000 deep) takes seconds on the event loop and ends in RecursionError of its own.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*shared, *(extra_processors or []), redact_urls, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

@@ -169,17 +169,9 @@ def test_the_command_line_exits_70_when_a_task_dies(
     fail(monkeypatch, "homeiq-http")
     config = tmp_path / "homeiq.toml"
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n[http]\nport = 0\n[log]\nformat = "json"\n')
-    try:
-        assert cli.main(["run", "--config", str(config)]) == EXIT_SOFTWARE
-        err = capsys.readouterr().err
-    finally:
-        # cli.main pointed the process's logging at this test's captured stderr, which pytest closes after
-        # the test: put logging back so later tests do not log into a closed file.
-        import logging  # noqa: PLC0415
-
-        import structlog  # noqa: PLC0415
-
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
+    # cli.main points the process's logging at this test's captured stderr; the autouse fixture in
+    # tests/conftest.py puts it back afterwards, so later tests do not log into a closed file.
+    assert cli.main(["run", "--config", str(config)]) == EXIT_SOFTWARE
+    err = capsys.readouterr().err
     assert "internal error" in err
     assert "killed homeiq-http" in err
