@@ -177,7 +177,7 @@ def _ha_settings(state: Path, ha: FakeHomeAssistant) -> Any:
 async def test_an_odd_auth_reply_is_a_protocol_error_and_a_reconnect(tmp_path: Path, fake_ha: FakeHomeAssistant,
                                                                      reply: str) -> None:
     fake_ha.auth_reply_raw = reply
-    async with running_app(_ha_settings(tmp_path, fake_ha)) as (app, task):
+    async with running_app(_ha_settings(tmp_path, fake_ha), ready=False) as (app, task):
         await wait_for(lambda: fake_ha.connections >= 3 or task.done())
         assert not task.done(), "the daemon stopped on an odd handshake frame"
         fake_ha.auth_reply_raw = None

@@ -92,9 +92,15 @@ async def stop_app(app: App, task: asyncio.Task[None]) -> None:
         raise AssertionError(f"the daemon crashed: {type(error).__name__}: {error}") from error
 
 
-async def start_app(app: App, timeout_s: float = 40.0) -> asyncio.Task[None]:
-    """Run ``app`` in this loop and wait until it is ready; a start-up failure is raised here."""
+async def start_app(app: App, timeout_s: float = 40.0, *, ready: bool = True) -> asyncio.Task[None]:
+    """Run ``app`` in this loop and wait until it is ready; a start-up failure is raised here.
+
+    ``ready=False`` for a test whose Home Assistant refuses the first connections: the daemon only reports
+    ready after 30 s then, so such a test waits for its own condition (with ``or task.done()``) instead."""
     task = asyncio.create_task(app.run(), name="test-app")
+    if not ready:
+        await asyncio.sleep(0)
+        return task
     try:
         await eventually(lambda: app.ready.is_set() or task.done(), "the daemon to be ready", timeout_s)
     except AssertionError:
@@ -106,9 +112,10 @@ async def start_app(app: App, timeout_s: float = 40.0) -> asyncio.Task[None]:
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[tuple[App, asyncio.Task[None]]]:
+async def running_app(settings: Settings, *, ready: bool = True, **kwargs: Any
+                      ) -> AsyncIterator[tuple[App, asyncio.Task[None]]]:
     app = App(settings, **kwargs)
-    task = await start_app(app)
+    task = await start_app(app, ready=ready)
     try:
         yield app, task
     finally:
