@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from homeiq_daemon.cli.common import Loader, add_command, parse_since, positive_int
-from homeiq_daemon.errors import EXIT_OK, HomeIQError
+from homeiq_daemon.errors import EXIT_OK, UsageError
 
 
 def register(sub: Any) -> None:
@@ -36,7 +36,7 @@ def cmd_history(args: argparse.Namespace, load: Loader) -> int:
     start = parse_since(args.since, now)
     end = parse_since(args.until, now, "--until") if args.until else now + 1
     if end <= start:
-        raise HomeIQError(f"--until {args.until} is not after --since {args.since}")
+        raise UsageError(f"--until {args.until} is not after --since {args.since}")
     rows = newest_points(settings, args.entity_id, start, end, args.limit)
     out = sys.stdout
     for row in rows:

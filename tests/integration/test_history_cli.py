@@ -93,8 +93,8 @@ def test_a_window_that_ends_before_it_starts_or_an_unreadable_time_is_one_line(t
     config = tmp_path / "homeiq.toml"
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
     backwards = history(config, "--since", "2h", "--until", "3d")
-    assert backwards.returncode == 1
+    assert backwards.returncode == 64
     assert backwards.stderr == "homeiq: error: --until 3d is not after --since 2h\n"
     bad = history(config, "--until", "yesterday-ish")
-    assert bad.returncode == 1
+    assert bad.returncode == 64
     assert "--until 'yesterday-ish': use a duration" in bad.stderr

@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
 from homeiq_daemon.config.webhooks import WebhookSettings
-from homeiq_daemon.errors import StateDirError
+from homeiq_daemon.errors import ConfigError
 from homeiq_daemon.model import EntityState, StateChange
 from homeiq_daemon.webhooks.outbox import read_log
 from homeiq_daemon.webhooks.service import STOP_GRACE_S, WebhookService
@@ -328,7 +328,10 @@ async def test_outbox_file_is_closed_to_others_and_wal(tmp_path: Path, receiver:
 
 async def test_damaged_outbox_is_one_clear_error(tmp_path: Path, receiver: Receiver) -> None:
     db = tmp_path / "webhooks.db"
-    db.write_bytes(b"this is not a database" * 100)
+    damaged = b"this is not a database" * 100
+    db.write_bytes(damaged)
     service = WebhookService(settings_for(receiver.url), db)
-    with pytest.raises(StateDirError, match="webhooks: cannot open the outbox"):
+    # The same line and exit code (78) as a damaged homeiq.db or history.db, and the file is kept as it was.
+    with pytest.raises(ConfigError, match=r"webhooks\.db is not a usable SQLite database .*move it away"):
         await service.start()
+    assert db.read_bytes() == damaged
