@@ -27,7 +27,7 @@ from homeiq_daemon.config import EntityCustomization, MappingSettings
 from homeiq_daemon.model import EntityState
 from homeiq_daemon.pipeline.digittail import digit_tail_number, to_float
 from homeiq_daemon.pipeline.filter import EntityFilter, glob_regex
-from homeiq_daemon.sinks.lineprotocol import FieldValue, LineEncoder, Point, escape_string_value
+from homeiq_daemon.sinks.lineprotocol import LineEncoder, escape_string_value
 
 SKIPPED_STATES = frozenset(("unknown", "unavailable", ""))
 # homeassistant/helpers/state.py: state_as_number
@@ -153,81 +153,8 @@ class PointMapper:
                     include_uom = attr != "unit_of_measurement"
         return str(measurement), include_uom, include_dc, ignore
 
-    def map_state(self, state: EntityState) -> Point | None:
-        """The point for one state, or None when the state is skipped or filtered out."""
-        raw_state = state.state
-        if raw_state in SKIPPED_STATES or not self._filter(state.entity_id):
-            return None
-        attributes = state.attributes
-        entity_id = state.entity_id
-        domain, _, object_id = entity_id.partition(".")
-
-        fields: dict[str, FieldValue] = {}
-        include_state = include_value = False
-        value = self._string_number(raw_state)[0]
-        if value is not None:
-            include_value = True
-        elif raw_state in _STATE_ONE:
-            value, include_state, include_value = 1.0, True, True
-        elif raw_state in _STATE_ZERO:
-            value, include_state, include_value = 0.0, True, True
-        else:
-            include_state = True
-
-        measurement, include_uom, include_dc, ignore = self._measurement(entity_id, domain, attributes)
-
-        tags: dict[str, str] = {"domain": domain, "entity_id": object_id}
-        if include_state:
-            fields["state"] = raw_state
-        if include_value and value is not None:
-            # A non-finite value is dropped at the end, but like HA it still claims the name "value", so an
-            # attribute called "value" is written as "value_" either way.
-            fields["value"] = value
-
-        tags_attributes = self._tags_attributes
-        for key, attr_value in attributes.items():
-            if key in tags_attributes:
-                tags[key] = str(attr_value)
-                continue
-            if (
-                (key == "unit_of_measurement" and not include_uom)
-                or (key == "device_class" and not include_dc)
-                or key in ignore
-            ):
-                continue
-            if key in fields:
-                key = f"{key}_"
-            if attr_value is True or attr_value is False or type(attr_value) in (int, float):
-                number: float | None = float(attr_value)
-                tail = None
-            elif isinstance(attr_value, str):
-                number, tail = self._string_number(attr_value)
-            else:
-                number = to_float(attr_value)
-                tail = None if number is not None else self._string_number(str(attr_value))[1]
-            if number is not None:
-                if math.isfinite(number):
-                    fields[key] = number
-                continue
-            # Like HA: the text form, plus the number in it (HA applies that to lists and dicts too).
-            fields[f"{key}_str"] = attr_value if isinstance(attr_value, str) else str(attr_value)
-            if tail is not None and math.isfinite(tail):
-                fields[key] = tail
-
-        if self._global_tags:
-            tags.update(self._global_tags)
-        if self._extra_tags is not None:
-            tags.update(self._extra_tags(entity_id))
-        value_field = fields.get("value")
-        if isinstance(value_field, float) and not math.isfinite(value_field):
-            del fields["value"]
-        if not fields:
-            return None
-        return Point(measurement, tags, fields, state.last_updated_ns)
-
     # --- fast path ----------------------------------------------------------------------------------
-    # map_line gives exactly ``LineEncoder().encode(map_state(state))`` (a property test holds it to that),
-    # rendering straight to line protocol with cached fragments: a home repeats the same entities, attribute
+    # map_line renders straight to line protocol with cached fragments: a home repeats the same entities, attribute
     # names and attribute strings endlessly, so most of an event's line is dictionary lookups.
 
     def _plan(self, entity_id: str, attributes: dict[str, Any]) -> _Plan:

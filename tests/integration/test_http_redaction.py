@@ -22,7 +22,6 @@ from homeiq_daemon.runtime.metrics import Metrics
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.embedded import HistoryStore
 from homeiq_daemon.sinks.influx.writer import InfluxHistory
-from homeiq_daemon.sinks.lineprotocol import encode_point
 from tests.support.influxd import InfluxServer
 
 WHEN = "2026-11-20T12:00:00+00:00"
@@ -46,9 +45,7 @@ def camera_state() -> EntityState:
 
 def camera_line() -> bytes:
     """The point the daemon writes for that state (attributes as fields, strings as <name>_str)."""
-    point = PointMapper(MappingSettings()).map_state(camera_state())
-    assert point is not None
-    line = encode_point(point)
+    line = PointMapper(MappingSettings()).map_line(camera_state())
     assert line is not None
     return (line + "\n").encode()
 

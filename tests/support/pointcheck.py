@@ -20,6 +20,7 @@ from homeiq_daemon.pipeline.mapping import PointMapper
 from homeiq_daemon.pipeline.tracking import StateTracker
 from homeiq_daemon.sources.replay import iter_changes
 from tests.support.influxd import InfluxServer
+from tests.support.mapped import mapped_point
 
 Key = tuple[str, str, str, int]  # measurement, domain, entity_id (object id), time_ns
 Fields = tuple[float | None, str | None]  # value, state
@@ -40,7 +41,7 @@ def expected_points(*paths: Path) -> dict[Key, Fields]:
         for change in iter_changes(path):
             if not tracker.accept(change) or change.new_state is None:
                 continue
-            point = mapper.map_state(change.new_state)
+            point = mapped_point(mapper, change.new_state)
             if point is None:
                 continue
             value = point.fields.get("value")
