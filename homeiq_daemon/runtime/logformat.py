@@ -30,6 +30,7 @@ def journal_line_renderer(_: Any, method_name: str, event_dict: EventDict) -> st
     level = str(event_dict.pop("level", method_name))
     prio = PRIORITY.get(level, 6)
     event = event_dict.pop("event", "")
+    event_dict.pop("component", None)  # the event name starts with it; the journal has it as HOMEIQ_COMPONENT
     parts = [f"<{prio}>event={_format_value(event)}"]
     parts.extend(f"{key}={_format_value(value)}" for key, value in event_dict.items())
     return " ".join(parts)

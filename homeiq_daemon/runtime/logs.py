@@ -189,7 +189,7 @@ def _bridge_stdlib_logging(level: int) -> None:
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A module's logger. ``name`` documents the owner; event names already carry it (``influx.flush``)."""
-    del name
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    """A component's logger: its events carry ``component=<name>`` (in JSON and console output, and as the
+    journal field ``HOMEIQ_COMPONENT``: ``journalctl -u homeiq HOMEIQ_COMPONENT=homeiq.delivery``)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
     return logger

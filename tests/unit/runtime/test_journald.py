@@ -123,6 +123,7 @@ def test_events_arrive_as_structured_entries(journal_socket: JournalSocket) -> N
     assert entry["HOMEIQ_POINTS"] == b"1000"
     assert entry["HOMEIQ_ENTITY_ID"] == b"sensor.kitchen_temperature"
     assert entry["HOMEIQ_TAGS"] == b'{"area":"kitchen"}'
+    assert entry["HOMEIQ_COMPONENT"] == b"test"  # get_logger's name: a field, not repeated in the message
     assert "HOMEIQ_LEVEL" not in entry
 
 

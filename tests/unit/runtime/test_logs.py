@@ -9,7 +9,7 @@ import structlog
 from pydantic import SecretStr
 
 from homeiq_daemon.runtime.logformat import journal_line_renderer
-from homeiq_daemon.runtime.logs import configure_logging, redact_secrets
+from homeiq_daemon.runtime.logs import configure_logging, get_logger, redact_secrets
 
 
 def test_journal_line_format() -> None:
@@ -30,7 +30,7 @@ def test_json_lines_carry_timestamp_and_fields() -> None:
     out = io.StringIO()
     try:
         assert configure_logging("json", "info", stream=out) == "json"
-        log = structlog.get_logger()
+        log = get_logger("homeiq.ha")
         log.debug("hidden.below.level")
         log.info("ha.connected", entities=3, access_token="s3cret")
     finally:
@@ -42,6 +42,7 @@ def test_json_lines_carry_timestamp_and_fields() -> None:
     assert record["entities"] == 3
     assert record["access_token"] == "**********"
     assert record["level"] == "info"
+    assert record["component"] == "homeiq.ha"
     assert "timestamp" in record
 
 
