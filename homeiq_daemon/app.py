@@ -315,14 +315,16 @@ class App:
             live_state=pipeline.states.get,
             max_page=s.http.max_page_size,
         )
-        if self.switchbot is not None and self.switchbot.webhook_enabled:
-            context.switchbot_webhook = self.switchbot.handle_webhook
-            context.switchbot_secret_ok = self.switchbot.webhook_secret_ok
         sections = {"webhooks": webhook_section(self.webhooks.stats)} if self.webhooks is not None else {}
         view = StatusView(self.stats, self.activity, hub_configured=bool(s.home_assistant.url),
                           spool_max_bytes=s.spool.max_bytes, sink=self.writer.describe, sections=sections)  # fmt: skip
         context.status = view.document
         self.server = ApiServer(s.http, context)
+        if self.switchbot is not None and self.switchbot.webhook_enabled:  # features add their own routes
+            from homeiq_daemon.api.pushes import switchbot_push_route  # noqa: PLC0415
+
+            route = switchbot_push_route(self.switchbot.webhook_secret_ok, self.switchbot.handle_webhook)
+            self.server.add_route(*route)
         await self.server.start()  # a busy port: UnavailableError (69, restarted); other bind errors: 78
         self._spawn("homeiq-http", self.server.serve)
 

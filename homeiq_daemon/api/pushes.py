@@ -9,10 +9,11 @@ mid-body gets a 413, 408 or 400 and nothing is logged (the path, which holds the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from homeiq_daemon.sources.switchbot.readings import MAX_WEBHOOK_BYTES
@@ -47,6 +48,18 @@ async def receive_switchbot_push(
     if body is None:
         return _error(413, f"body over {MAX_PUSH_BYTES} bytes")
     return receiver(secret, body)
+
+
+def switchbot_push_route(
+    secret_ok: Callable[[str], bool], receiver: Callable[[str, bytes], Reply]
+) -> tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]]:
+    """The SwitchBot source's route for ``ApiServer.add_route``: method, path and handler."""
+
+    async def handle(request: web.Request) -> web.Response:
+        status, reply = await receive_switchbot_push(request, secret_ok, receiver)
+        return web.Response(body=orjson.dumps(reply), status=status, content_type="application/json")
+
+    return "POST", "/switchbot/webhook/{secret}", handle
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes | None:

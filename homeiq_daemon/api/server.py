@@ -28,7 +28,7 @@ from homeiq_daemon.api.attributes import AttributeRedactor
 from homeiq_daemon.api.connections import ConnectionGuard, connection_limit, descriptor_limit
 from homeiq_daemon.api.health import evaluate
 from homeiq_daemon.api.params import BadRequest
-from homeiq_daemon.api.pushes import MAX_PUSH_BYTES, receive_switchbot_push
+from homeiq_daemon.api.pushes import MAX_PUSH_BYTES
 from homeiq_daemon.api.rows import live_only, overlay
 from homeiq_daemon.api.status import STATIC_FILES, load_static
 from homeiq_daemon.config import HttpSettings
@@ -95,11 +95,8 @@ class ApiContext:
     history: HistoryReader | None = None
     live_state: Callable[[str], EntityState | None] | None = None
     max_page: int = 1000
-    # (path secret, body) -> (status, JSON reply): the SwitchBot push receiver, when one is configured
-    switchbot_webhook: Callable[[str, bytes], tuple[int, dict[str, Any]]] | None = None
     # The status page's document (api/status.py), once the app has wired its parts
     status: Callable[[], dict[str, Any]] | None = None
-    switchbot_secret_ok: Callable[[str], bool] | None = None  # asked before any body byte is read
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -142,7 +139,15 @@ class ApiServer:
         routes.add_get("/api/v1/entities", self.entities)
         routes.add_get("/api/v1/entities/{entity_id}", self.entity)
         routes.add_get("/api/v1/entities/{entity_id}/history", self.history)
-        routes.add_post("/switchbot/webhook/{secret}", self.switchbot_webhook)
+
+    def add_route(self, method: str, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> None:
+        """A feature's own endpoint (e.g. SwitchBot's push receiver), added before ``start``. It gets the
+        server's limits, error handling and request timing; outside ``/api/`` it needs no token (the feature
+        authenticates its callers itself)."""
+        if self._runner is not None:
+            raise RuntimeError(f"http: route {method} {path} added after the server started")
+        self.app.router.add_route(method, path, handler)
 
     async def start(self) -> None:
         s = self._settings
@@ -380,10 +385,6 @@ class ApiServer:
                 "points": points[:limit],
             }
         )
-
-    async def switchbot_webhook(self, request: web.Request) -> web.Response:
-        status, reply = await receive_switchbot_push(request, self.ctx.switchbot_secret_ok, self.ctx.switchbot_webhook)
-        return _json(reply, status)
 
 
 def _needs_token(request: web.Request) -> str | None:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from homeiq_daemon.api.server import ApiContext, ApiServer, EmbeddedHistory
@@ -71,7 +72,8 @@ class Api:
             return resp.status, data, resp
 
 
-async def _make_api(tmp_path: Path, *, token: str | None = None, history: Any = None) -> tuple[Api, Any]:
+async def _make_api(tmp_path: Path, *, token: str | None = None, history: Any = None,
+                    routes: tuple[tuple[str, str, Any], ...] = ()) -> tuple[Api, Any]:
     store = MetadataStore(tmp_path / "homeiq.db")
     await store.start()
     await store.replace_areas(AREAS)
@@ -90,6 +92,8 @@ async def _make_api(tmp_path: Path, *, token: str | None = None, history: Any = 
     context = ApiContext(stats=stats, store=store, metrics=metrics, hub_configured=False, spool_max_bytes=1 << 20,
                          history=history, live_state=live.get, max_page=500)  # fmt: skip
     server = ApiServer(settings, context)
+    for route in routes:
+        server.add_route(*route)
     await server.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), auto_decompress=True)
     api = Api(server, session, store, stats)
@@ -356,6 +360,25 @@ async def test_bearer_token(tmp_path: Path) -> None:
         assert status == 200
         status, _, _ = await api.get("/healthz")  # health and metrics stay open for probes and scrapers
         assert status == 200
+    finally:
+        await close()
+
+
+async def test_a_feature_adds_its_own_route_before_the_start(tmp_path: Path) -> None:
+    async def ping(request: web.Request) -> web.Response:
+        return web.json_response({"pong": request.match_info["n"]})
+
+    routes = (("GET", "/feature/ping/{n}", ping), ("GET", "/api/v1/feature/{n}", ping))
+    api, close = await _make_api(tmp_path, token="s3cret-token", routes=routes)
+    try:
+        status, body, _ = await api.get("/feature/ping/7")  # outside /api/: the feature checks its callers
+        assert (status, body) == (200, {"pong": "7"})
+        status, _, _ = await api.get("/api/v1/feature/7")  # under /api/: the server's token applies
+        assert status == 401
+        status, body, _ = await api.get("/api/v1/feature/8", headers={"Authorization": "Bearer s3cret-token"})
+        assert (status, body) == (200, {"pong": "8"})
+        with pytest.raises(RuntimeError, match="after the server started"):
+            api.server.add_route("GET", "/late", ping)
     finally:
         await close()
 
