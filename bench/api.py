@@ -259,7 +259,7 @@ def raw_sqlite(db: Path, ids: list[str], n: int) -> dict[str, Any]:
 
 
 async def influx_latest(url: str, db: str, ids: list[str], n: int) -> dict[str, Any]:
-    from homeiq_daemon.sinks.influx.writer import influxql_string
+    from homeiq_daemon.sinks.influx.query import influxql_string
 
     rng = random.Random(3)
     samples: list[float] = []

@@ -43,7 +43,7 @@ from homeiq_daemon.sinks.influx.deadletter import DeadLetters
 
 if TYPE_CHECKING:
     from homeiq_daemon.api.server import ApiServer, HistoryReader
-    from homeiq_daemon.sinks.influx.writer import InfluxHistory
+    from homeiq_daemon.sinks.influx.query import InfluxHistory
     from homeiq_daemon.sources.homeassistant.registry_sync import RegistrySync
     from homeiq_daemon.sources.homeassistant.source import HomeAssistantSource
     from homeiq_daemon.sources.switchbot.source import SwitchBotSource
@@ -298,7 +298,7 @@ class App:
 
         history: HistoryReader | None = None
         if s.uses_influxdb:
-            from homeiq_daemon.sinks.influx.writer import InfluxHistory  # noqa: PLC0415 - only with InfluxDB
+            from homeiq_daemon.sinks.influx.query import InfluxHistory  # noqa: PLC0415 - only with InfluxDB
 
             self._influx_history = InfluxHistory(s.influxdb)
             await self._influx_history.start()

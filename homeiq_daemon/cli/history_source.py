@@ -47,7 +47,7 @@ def newest_points(settings: Settings, entity_id: str, start_ns: int, end_ns: int
 
 
 async def _from_influx(settings: Settings, entity_id: str, start_ns: int, end_ns: int, limit: int) -> list[Point]:
-    from homeiq_daemon.sinks.influx.writer import InfluxHistory  # noqa: PLC0415 - aiohttp only for this path
+    from homeiq_daemon.sinks.influx.query import InfluxHistory  # noqa: PLC0415 - aiohttp only for this path
 
     reader = InfluxHistory(settings.influxdb)
     await reader.start()

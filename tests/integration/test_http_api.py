@@ -30,7 +30,7 @@ from homeiq_daemon.model import EntityState, StateChange, iso_to_ns
 from homeiq_daemon.runtime.metrics import Metrics, StatsCollector
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.embedded import HistoryStore
-from homeiq_daemon.sinks.influx.writer import InfluxHistory
+from homeiq_daemon.sinks.influx.query import InfluxHistory
 from tests.support.influxd import InfluxServer
 
 AREAS = [Area(f"area_{i:02d}", f"Area {i}") for i in range(12)]

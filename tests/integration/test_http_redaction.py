@@ -21,7 +21,7 @@ from homeiq_daemon.redaction import MASK
 from homeiq_daemon.runtime.metrics import Metrics
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.embedded import HistoryStore
-from homeiq_daemon.sinks.influx.writer import InfluxHistory
+from homeiq_daemon.sinks.influx.query import InfluxHistory
 from tests.support.influxd import InfluxServer
 
 WHEN = "2026-11-20T12:00:00+00:00"

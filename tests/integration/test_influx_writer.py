@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from homeiq_daemon.config import InfluxDBSettings
-from homeiq_daemon.errors import SinkAuthError, TransientSinkError
+from homeiq_daemon.errors import HistoryUnavailable, SinkAuthError, TransientSinkError
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters
+from homeiq_daemon.sinks.influx.query import InfluxHistory
 from homeiq_daemon.sinks.influx.writer import InfluxWriter
 from tests.support.fake_influx2 import FakeInflux2
 from tests.support.influxd import InfluxServer, free_port
@@ -45,6 +46,49 @@ async def test_v1_writes_and_creates_the_database(influxd_server: InfluxServer, 
     assert (result.written, result.rejected) == (2, 0)
     rows = influxd_server.rows("SELECT * FROM m GROUP BY *", db)
     assert sorted((r["entity_id"], r["value"]) for r in rows) == [("a", 1.5), ("b", 2.5)]
+
+
+async def test_v1_basic_auth_with_a_non_ascii_password_against_influxd(tmp_path: Path) -> None:
+    """influxd with auth on: the writer and the history reader log in (UTF-8 credentials, as influxd
+    compares them); a wrong password is SinkAuthError for the writer and a clear 401 for the reader."""
+    server = InfluxServer(tmp_path / "influxd", auth_enabled=True)
+    server.start()
+    try:
+        password = "pä'ss wörd:✓"
+        quoted = password.replace("'", "\\'")  # the first user may be created without logging in
+        server.query(f"CREATE USER \"admin\" WITH PASSWORD '{quoted}' WITH ALL PRIVILEGES")
+        good = InfluxDBSettings(url=server.url, database="authdb", username="admin", password=password)
+        writer, _, _ = await _writer(good, tmp_path)
+        try:
+            await writer.ensure_database()
+            result = await writer.write(b"W,domain=sensor,entity_id=power value=1.5 1000\n", 1)
+        finally:
+            await writer.close()
+        assert (result.written, result.rejected) == (1, 0)
+        reader = InfluxHistory(good)
+        await reader.start()
+        try:
+            points = await reader.entity_points("sensor.power", 0, 2000, 10)
+        finally:
+            await reader.close()
+        assert [(p["time_ns"], p["value"]) for p in points] == [(1000, 1.5)]
+
+        wrong = InfluxDBSettings(url=server.url, database="authdb", username="admin", password=password + "x")
+        writer, _, _ = await _writer(wrong, tmp_path)
+        try:
+            with pytest.raises(SinkAuthError):
+                await writer.write(b"W,domain=sensor,entity_id=power value=2.5 2000\n", 1)
+        finally:
+            await writer.close()
+        reader = InfluxHistory(wrong)
+        await reader.start()
+        try:
+            with pytest.raises(HistoryUnavailable, match="HTTP 401"):
+                await reader.entity_points("sensor.power", 0, 3000, 10)
+        finally:
+            await reader.close()
+    finally:
+        server.stop()
 
 
 async def test_v1_poison_line_is_isolated_and_dead_lettered(influxd_server: InfluxServer, influx_db: str,

@@ -56,6 +56,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   log-enabled = false
   write-tracing = false
   max-body-size = {max_body_size}
+  auth-enabled = {auth_enabled}
 [logging]
   level = "warn"
 [subscriber]
@@ -66,7 +67,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 class InfluxServer:
-    def __init__(self, root: Path, *, max_body_size: int = 0) -> None:
+    def __init__(self, root: Path, *, max_body_size: int = 0, auth_enabled: bool = False) -> None:
         binary = influxd_binary()
         if binary is None:
             raise RuntimeError("influxd not found: apt-get install influxdb (the CI script does)")
@@ -79,7 +80,8 @@ class InfluxServer:
         self.config_path = root / "influxdb.conf"
         root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port,
-                                                  max_body_size=max_body_size))
+                                                  max_body_size=max_body_size,
+                                                  auth_enabled="true" if auth_enabled else "false"))
         self.log_path = root / "influxd.log"
 
     def start(self, timeout_s: float = 30.0) -> None:

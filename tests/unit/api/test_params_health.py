@@ -16,7 +16,7 @@ from homeiq_daemon.api.health import evaluate
 from homeiq_daemon.api.params import BadRequest
 from homeiq_daemon.errors import HistoryUnavailable
 from homeiq_daemon.runtime.stats import Stats
-from homeiq_daemon.sinks.influx.writer import (
+from homeiq_daemon.sinks.influx.query import (
     entity_history_query,
     influxql_identifier,
     influxql_string,

@@ -1,0 +1,29 @@
+"""What the InfluxDB writer and history reader share: credentials and the HTTP session."""
+
+from __future__ import annotations
+
+import base64
+
+import aiohttp
+
+from homeiq_daemon.config import InfluxDBSettings
+
+
+def credentials(settings: InfluxDBSettings) -> dict[str, str]:
+    """The ``Authorization`` header: 2.x a token, 1.x HTTP basic auth when a user is set (UTF-8, which is
+    what influxd compares the password with); none without credentials."""
+    if settings.api_version == 2 and settings.token is not None:
+        return {"Authorization": f"Token {settings.token.get_secret_value()}"}
+    if settings.api_version == 1 and settings.username:
+        password = settings.password.get_secret_value() if settings.password else ""
+        pair = base64.b64encode(f"{settings.username}:{password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {pair}"}
+    return {}
+
+
+def open_session(settings: InfluxDBSettings) -> aiohttp.ClientSession:
+    """One session for every request to this InfluxDB (writes, probes, CREATE DATABASE, queries), with the
+    credentials on each of them."""
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=min(5.0, settings.timeout_s))
+    connector = aiohttp.TCPConnector(limit=4, ssl=settings.verify_ssl)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, headers=credentials(settings))
