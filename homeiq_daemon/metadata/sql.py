@@ -206,10 +206,9 @@ def entity_query_sql(query: EntityQuery) -> tuple[str, list[Any]]:
         where.append("e.device_id = ?")
         params.append(query.device_id)
     if query.q is not None:
-        needle = query.q.lower()
-        where.append(
-            "(instr(e.entity_id, ?) > 0 OR instr(lower(COALESCE(e.name, e.friendly_name, e.original_name, '')), ?) > 0)"
-        )
+        needle = query.q.casefold()  # casefold(): runtime/sqlite.py registers it on every connection
+        shown = "COALESCE(e.name, e.friendly_name, e.original_name, '')"
+        where.append(f"(instr(e.entity_id, ?) > 0 OR instr(casefold({shown}), ?) > 0)")
         params += [needle, needle]
     if query.after is not None:
         where.append("e.entity_id > ?")
@@ -351,7 +350,7 @@ def resolve_area(path: Path, text: str) -> str | None:
     conn = open_readonly(path)
     try:
         row = conn.execute(
-            "SELECT area_id FROM areas WHERE area_id = ? OR lower(name) = lower(?) ORDER BY area_id != ? LIMIT 1",
+            "SELECT area_id FROM areas WHERE area_id = ? OR casefold(name) = casefold(?) ORDER BY area_id != ? LIMIT 1",
             (text, text, text),
         ).fetchone()
         return str(row[0]) if row else None

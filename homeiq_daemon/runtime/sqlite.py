@@ -24,6 +24,17 @@ PRAGMAS = (
 )
 
 
+def casefold(text: str | bytes | float | None) -> str | bytes | float | None:
+    """SQL ``casefold(x)``: Unicode case folding (SQLite's own ``lower()`` folds ASCII letters only, so
+    "Übersicht" would never match "übersicht")."""
+    return text.casefold() if isinstance(text, str) else text
+
+
+def add_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions the queries use, on a connection of the standard library."""
+    conn.create_function("casefold", 1, casefold, deterministic=True)
+
+
 def _unusable(path: Path, exc: sqlite3.Error) -> HomeIQError:
     """A database file that cannot be used, as one line naming it (never a traceback)."""
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace("-", ""):
@@ -51,6 +62,7 @@ async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection
         raise StateDirError(f"state_dir: cannot create {path}: {exc.strerror or exc}") from None
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
+        await conn.create_function("casefold", 1, casefold, deterministic=True)
         for pragma in PRAGMAS:
             await conn.execute(pragma)
         async with conn.execute("PRAGMA user_version") as cur:
@@ -85,4 +97,5 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise _unusable(path, exc) from None
+    add_functions(conn)
     return conn

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homeiq_daemon.metadata.sql import MIGRATIONS, EntityQuery, entity_dict, entity_query_sql
+from homeiq_daemon.runtime.sqlite import add_functions
 from tests.support.hypo import examples
 
 ROWS = st.lists(st.fixed_dictionaries({
@@ -32,6 +33,7 @@ QUERIES = st.fixed_dictionaries({}, optional={
 
 def database(rows: list[dict[str, Any]]) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
+    add_functions(conn)
     for migration in MIGRATIONS:
         conn.executescript(migration)
     for row in rows:
@@ -52,9 +54,8 @@ def matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
     if "device_id" in query and row["device_id"] != query["device_id"]:
         return False
     if "q" in query:
-        # SQLite's lower() folds ASCII letters only: so does this reading (see the expected failure below).
-        needle = query["q"].lower()
-        shown = "".join(c.lower() if c.isascii() else c for c in (row["name"] or row["friendly_name"] or ""))
+        needle = query["q"].casefold()  # Unicode case folding, on both sides
+        shown = (row["name"] or row["friendly_name"] or "").casefold()
         if needle not in row["entity_id"] and needle not in shown:
             return False
     return True
@@ -87,11 +88,12 @@ def test_filter_values_are_parameters_never_sql() -> None:
     assert conn.execute(sql, params).fetchall() == []
 
 
-@pytest.mark.xfail(strict=True, reason="q is matched with SQLite's lower(), which folds ASCII letters only, while "
-                   "the needle is lower-cased in Python: a name starting with a non-ASCII capital (Übersicht) is "
-                   "not found even when typed exactly; a fix is pending (strict: an unexpected pass fails)")
-def test_q_finds_a_non_ascii_name_typed_exactly() -> None:
+@pytest.mark.parametrize("typed", ["Übersicht", "übersicht", "ÜBERSICHT", "bersi", "Straße", "STRASSE"])
+def test_q_folds_case_beyond_ascii(typed: str) -> None:
     conn = database([{"entity_id": "sensor.a", "device_id": None, "eff_area_id": None, "name": "Übersicht",
-                      "friendly_name": None}])
-    sql, params = entity_query_sql(EntityQuery(q="Übersicht"))
-    assert [entity_dict(r)["entity_id"] for r in conn.execute(sql, params).fetchall()] == ["sensor.a"]
+                      "friendly_name": None},
+                     {"entity_id": "sensor.b", "device_id": None, "eff_area_id": None, "name": None,
+                      "friendly_name": "Straße vorne"}])
+    sql, params = entity_query_sql(EntityQuery(q=typed))
+    found = [entity_dict(r)["entity_id"] for r in conn.execute(sql, params).fetchall()]
+    assert found == (["sensor.b"] if typed.casefold().startswith("stra") else ["sensor.a"])
