@@ -1,4 +1,4 @@
-"""What the InfluxDB writer and history reader share: credentials and the HTTP session."""
+"""What the InfluxDB writer and history reader share: credentials, the HTTP session and its life."""
 
 from __future__ import annotations
 
@@ -27,3 +27,19 @@ def open_session(settings: InfluxDBSettings) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=min(5.0, settings.timeout_s))
     connector = aiohttp.TCPConnector(limit=4, ssl=settings.verify_ssl)
     return aiohttp.ClientSession(timeout=timeout, connector=connector, headers=credentials(settings))
+
+
+class InfluxClient:
+    """The session's life, shared by the writer and the history reader: ``start`` opens it, ``close`` ends it."""
+
+    def __init__(self, settings: InfluxDBSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = open_session(self._settings)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -11,7 +11,7 @@ import orjson
 from homeiq_daemon.config import InfluxDBSettings
 from homeiq_daemon.errors import HistoryUnavailable
 from homeiq_daemon.model import ns_to_iso
-from homeiq_daemon.sinks.influx.http import open_session
+from homeiq_daemon.sinks.influx.http import InfluxClient
 
 
 def influxql_string(value: str) -> str:
@@ -85,7 +85,7 @@ def parse_query_points(payload: object, *, newest_first: bool = False) -> list[d
     return points
 
 
-class InfluxHistory:
+class InfluxHistory(InfluxClient):
     """Reads one entity's history with InfluxQL (``/query``; on 2.x through its v1-compatible endpoint, which
     needs a DBRP mapping for the bucket)."""
 
@@ -93,19 +93,10 @@ class InfluxHistory:
 
     def __init__(self, settings: InfluxDBSettings) -> None:
         assert settings.url is not None
-        self._settings = settings
+        super().__init__(settings)
         self._url = f"{settings.url}/query"
         self._database = settings.database if settings.api_version == 1 else (settings.bucket or "")
         self._headers = {"User-Agent": "homeiq-daemon", "Accept": "application/json"}
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._session = open_session(self._settings)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def entity_points(
         self, entity_id: str, start_ns: int, end_ns: int, limit: int, *, newest_first: bool = False

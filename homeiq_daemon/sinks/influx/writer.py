@@ -28,7 +28,7 @@ from homeiq_daemon.runtime.retry import backoff_delay
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sinks.base import WriteResult
 from homeiq_daemon.sinks.influx.deadletter import DeadLetters
-from homeiq_daemon.sinks.influx.http import open_session
+from homeiq_daemon.sinks.influx.http import InfluxClient
 from homeiq_daemon.sinks.lineparse import split_lines
 
 log = get_logger("homeiq.influx")
@@ -46,17 +46,16 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from InfluxDB; fall back to our own backoff
 
 
-class InfluxWriter:
+class InfluxWriter(InfluxClient):
     def __init__(
         self, settings: InfluxDBSettings, dead_letters: DeadLetters, stats: Stats,
         *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         assert settings.url is not None
-        self._settings = settings
+        super().__init__(settings)
         self._sleep = sleep  # the wait between attempts (tests record it instead of waiting)
         self._dead_letters = dead_letters
         self._stats = stats
-        self._session: aiohttp.ClientSession | None = None
         self._database_checked = False
         self._gzip = settings.use_gzip
         base = settings.url
@@ -76,14 +75,6 @@ class InfluxWriter:
         s = self._settings
         target = f"db={s.database}" if s.api_version == 1 else f"org={s.org} bucket={s.bucket}"
         return f"InfluxDB {s.api_version}.x at {redact_url(s.url or '')} ({target})"
-
-    async def start(self) -> None:
-        self._session = open_session(self._settings)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     # --- the write path ---------------------------------------------------------------------------
 
