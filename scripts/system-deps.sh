@@ -9,7 +9,6 @@ WANTED=(
   "/usr/bin/chromium chromium"
   "/usr/bin/chromedriver chromium-driver"
   "/usr/lib/systemd/systemd-journal-remote systemd-journal-remote"  # journal files for the docs' journalctl recipes
-  "/bin/kill procps"  # the unit's ExecReload=/bin/kill -HUP (systemd-analyze verify checks it exists)
   "jq jq"
   "promtool prometheus"  # promtool check metrics on /metrics
 )

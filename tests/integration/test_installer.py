@@ -145,10 +145,13 @@ def test_the_staged_unit_and_dropin_pass_systemd_analyze_verify(tmp_path: Path, 
     root = tmp_path / "root"
     run_installer("--root", str(root), "--secrets", str(secrets), "--no-venv")
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    stub = root / "opt/homeiq/venv/bin/homeiq"
-    stub.parent.mkdir(parents=True)
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
+    # verify --root checks that every command the unit names is executable inside the root: the daemon's
+    # entry point and the /bin/kill of ExecReload.
+    for name in ("opt/homeiq/venv/bin/homeiq", "bin/kill"):
+        stub = root / name
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: apt-get install systemd (.ci/run does)"
     result = subprocess.run(
