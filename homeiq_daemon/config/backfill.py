@@ -17,7 +17,7 @@ class BackfillSettings(BaseModel):
     """The last window is read this long after live events started: HA's recorder commits every
     ``commit_interval`` (5 s by default), and what it has not committed yet is not in its answers."""
     entities_per_request: int = Field(default=100, ge=1, le=5_000)
-    window_s: float = Field(default=3_600.0, gt=0, le=30 * 86_400)
+    window_s: float = Field(default=300.0, gt=0, le=30 * 86_400)
     """First time window of a request; it shrinks or grows so one answer holds about ``states_per_request``."""
     states_per_request: int = Field(default=5_000, ge=100, le=200_000)
     request_timeout_s: float = Field(default=60.0, gt=0, le=3_600)

@@ -70,8 +70,11 @@ def parse_answer(result: object, *, after_ns: dict[str, int] | None = None) -> I
 
 @dataclass(slots=True)
 class WindowSizer:
-    """Chooses the next time window so one answer holds about ``target_states`` (bounded memory):
-    halves after a large answer, doubles after a small one, within [min_s, max_s]."""
+    """Chooses the next time window so one answer holds about ``target_states`` (bounded memory): after each
+    answer the window is scaled by how far its count was from the target (at most 8x larger, at least 16x
+    smaller in one step: a burst shrinks the next window at once), within [min_s, max_s]. Home Assistant's
+    command has no limit on an answer, so the first window is small (``backfill.window_s``, 5 minutes) and
+    grows over quiet stretches."""
 
     window_s: float
     target_states: int
@@ -83,9 +86,12 @@ class WindowSizer:
 
     def observe(self, states: int) -> None:
         if states > self.target_states:
-            self.window_s = max(self.min_s, self.window_s / 2)
+            factor = max(1 / 16, 0.8 * self.target_states / states)
         elif states < self.target_states // 4:
-            self.window_s = min(self.max_s, self.window_s * 2)
+            factor = min(8.0, self.target_states / (2 * max(states, 1)))
+        else:
+            return
+        self.window_s = min(self.max_s, max(self.min_s, self.window_s * factor))
 
 
 def chunks(items: list[str], size: int) -> Iterator[list[str]]:

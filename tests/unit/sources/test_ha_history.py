@@ -50,11 +50,18 @@ def test_states_at_or_before_the_watermark_are_skipped() -> None:
 
 def test_window_sizer_keeps_answers_near_the_target() -> None:
     sizer = history.WindowSizer(window_s=3600, target_states=1000, min_s=1, max_s=86_400)
-    sizer.observe(5000)
-    assert sizer.window_s == 1800
-    sizer.observe(10)
-    assert sizer.window_s == 3600
+    sizer.observe(5000)  # five times the target: the next window holds about 0.8 of it at the same rate
+    assert sizer.window_s == 3600 * 0.8 / 5
+    sizer.observe(800)  # near the target: unchanged
+    assert sizer.window_s == 3600 * 0.8 / 5
+    sizer.observe(10)  # quiet: grows, at most 8x in one step
+    assert sizer.window_s == 3600 * 0.8 / 5 * 8
+    sizer.observe(1_000_000)  # a burst: at most 16x smaller in one step
+    assert sizer.window_s == 3600 * 0.8 / 5 * 8 / 16
     assert sizer.next_end(0, 10) == 10  # never past the end
     for _ in range(40):
         sizer.observe(0)
     assert sizer.window_s == 86_400
+    for _ in range(40):
+        sizer.observe(10**9)
+    assert sizer.window_s == 1
