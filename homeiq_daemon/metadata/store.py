@@ -59,7 +59,7 @@ from homeiq_daemon.metadata.sql import (
 )
 from homeiq_daemon.model import StateChange
 from homeiq_daemon.runtime.logs import get_logger
-from homeiq_daemon.runtime.sqlite import add_functions, casefold, open_db
+from homeiq_daemon.runtime.sqlite import add_functions, add_functions_async, open_db
 from homeiq_daemon.runtime.stats import QueryTimes
 
 log = get_logger("homeiq.metadata")
@@ -93,7 +93,7 @@ class MetadataStore:
         ) as cur:
             self._latest.load((r[0], cast(RowKey, tuple(r[1:]))) for r in await cur.fetchall())
         reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await reader.create_function("casefold", 1, casefold, deterministic=True)
+        await add_functions_async(reader)
         await reader.execute("PRAGMA busy_timeout=5000")
         await reader.execute("PRAGMA query_only=1")
         await reader.execute("PRAGMA cache_size=-1024")

@@ -35,6 +35,11 @@ def add_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("casefold", 1, casefold, deterministic=True)
 
 
+async def add_functions_async(conn: aiosqlite.Connection) -> None:
+    """``add_functions`` on an aiosqlite connection (registered in its thread)."""
+    await conn.create_function("casefold", 1, casefold, deterministic=True)
+
+
 def _unusable(path: Path, exc: sqlite3.Error) -> HomeIQError:
     """A database file that cannot be used, as one line naming it (never a traceback)."""
     if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace("-", ""):
@@ -62,7 +67,7 @@ async def open_db(path: Path, migrations: Sequence[str]) -> aiosqlite.Connection
         raise StateDirError(f"state_dir: cannot create {path}: {exc.strerror or exc}") from None
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
-        await conn.create_function("casefold", 1, casefold, deterministic=True)
+        await add_functions_async(conn)
         for pragma in PRAGMAS:
             await conn.execute(pragma)
         async with conn.execute("PRAGMA user_version") as cur:

@@ -23,16 +23,18 @@ def credentials(settings: InfluxDBSettings) -> dict[str, str]:
 
 def open_session(settings: InfluxDBSettings) -> aiohttp.ClientSession:
     """One session for every request to this InfluxDB (writes, probes, CREATE DATABASE, queries), with the
-    credentials on each of them."""
+    credentials and the user agent on each of them."""
     timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=min(5.0, settings.timeout_s))
     connector = aiohttp.TCPConnector(limit=4, ssl=settings.verify_ssl)
-    return aiohttp.ClientSession(timeout=timeout, connector=connector, headers=credentials(settings))
+    headers = {"User-Agent": "homeiq-daemon", **credentials(settings)}
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers)
 
 
 class InfluxClient:
     """The session's life, shared by the writer and the history reader: ``start`` opens it, ``close`` ends it."""
 
     def __init__(self, settings: InfluxDBSettings) -> None:
+        assert settings.url is not None
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
 

@@ -92,11 +92,10 @@ class InfluxHistory(InfluxClient):
     source = "influxdb"
 
     def __init__(self, settings: InfluxDBSettings) -> None:
-        assert settings.url is not None
         super().__init__(settings)
         self._url = f"{settings.url}/query"
         self._database = settings.database if settings.api_version == 1 else (settings.bucket or "")
-        self._headers = {"User-Agent": "homeiq-daemon", "Accept": "application/json"}
+        self._headers = {"Accept": "application/json"}
 
     async def entity_points(
         self, entity_id: str, start_ns: int, end_ns: int, limit: int, *, newest_first: bool = False

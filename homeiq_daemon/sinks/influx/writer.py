@@ -51,7 +51,6 @@ class InfluxWriter(InfluxClient):
         self, settings: InfluxDBSettings, dead_letters: DeadLetters, stats: Stats,
         *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        assert settings.url is not None
         super().__init__(settings)
         self._sleep = sleep  # the wait between attempts (tests record it instead of waiting)
         self._dead_letters = dead_letters
@@ -68,7 +67,7 @@ class InfluxWriter(InfluxClient):
             org = quote(settings.org or "", safe="")
             bucket = quote(settings.bucket or "", safe="")
             self._write_url = f"{base}/api/v2/write?org={org}&bucket={bucket}&precision=ns"
-        self._headers = {"Content-Type": "text/plain; charset=utf-8", "User-Agent": "homeiq-daemon"}
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
 
     @property
     def describe(self) -> str:
