@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,26 @@ async def test_v1_writes_and_creates_the_database(influxd_server: InfluxServer, 
     assert sorted((r["entity_id"], r["value"]) for r in rows) == [("a", 1.5), ("b", 2.5)]
 
 
+async def _write_line(settings: InfluxDBSettings, tmp_path: Path, line: bytes) -> tuple[int, int]:
+    writer, _, _ = await _writer(settings, tmp_path)
+    try:
+        await writer.ensure_database()
+        result = await writer.write(line, 1)
+    finally:
+        await writer.close()
+    return result.written, result.rejected
+
+
+async def _points(settings: InfluxDBSettings, entity_id: str, end_ns: int) -> list[tuple[int, Any]]:
+    reader = InfluxHistory(settings)
+    await reader.start()
+    try:
+        points = await reader.entity_points(entity_id, 0, end_ns, 10)
+    finally:
+        await reader.close()
+    return [(p["time_ns"], p["value"]) for p in points]
+
+
 async def test_v1_basic_auth_with_a_non_ascii_password_against_influxd(tmp_path: Path) -> None:
     """influxd with auth on: the writer and the history reader log in (UTF-8 credentials, as influxd
     compares them); a wrong password is SinkAuthError for the writer and a clear 401 for the reader."""
@@ -58,35 +79,14 @@ async def test_v1_basic_auth_with_a_non_ascii_password_against_influxd(tmp_path:
         quoted = password.replace("'", "\\'")  # the first user may be created without logging in
         server.query(f"CREATE USER \"admin\" WITH PASSWORD '{quoted}' WITH ALL PRIVILEGES")
         good = InfluxDBSettings(url=server.url, database="authdb", username="admin", password=password)
-        writer, _, _ = await _writer(good, tmp_path)
-        try:
-            await writer.ensure_database()
-            result = await writer.write(b"W,domain=sensor,entity_id=power value=1.5 1000\n", 1)
-        finally:
-            await writer.close()
-        assert (result.written, result.rejected) == (1, 0)
-        reader = InfluxHistory(good)
-        await reader.start()
-        try:
-            points = await reader.entity_points("sensor.power", 0, 2000, 10)
-        finally:
-            await reader.close()
-        assert [(p["time_ns"], p["value"]) for p in points] == [(1000, 1.5)]
+        assert await _write_line(good, tmp_path, b"W,domain=sensor,entity_id=power value=1.5 1000\n") == (1, 0)
+        assert await _points(good, "sensor.power", 2000) == [(1000, 1.5)]
 
         wrong = InfluxDBSettings(url=server.url, database="authdb", username="admin", password=password + "x")
-        writer, _, _ = await _writer(wrong, tmp_path)
-        try:
-            with pytest.raises(SinkAuthError):
-                await writer.write(b"W,domain=sensor,entity_id=power value=2.5 2000\n", 1)
-        finally:
-            await writer.close()
-        reader = InfluxHistory(wrong)
-        await reader.start()
-        try:
-            with pytest.raises(HistoryUnavailable, match="HTTP 401"):
-                await reader.entity_points("sensor.power", 0, 3000, 10)
-        finally:
-            await reader.close()
+        with pytest.raises(SinkAuthError):
+            await _write_line(wrong, tmp_path, b"W,domain=sensor,entity_id=power value=2.5 2000\n")
+        with pytest.raises(HistoryUnavailable, match="HTTP 401"):
+            await _points(wrong, "sensor.power", 3000)
     finally:
         server.stop()
 
