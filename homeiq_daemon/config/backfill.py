@@ -19,6 +19,9 @@ class BackfillSettings(BaseModel):
     entities_per_request: int = Field(default=100, ge=1, le=5_000)
     window_s: float = Field(default=300.0, gt=0, le=30 * 86_400)
     """First time window of a request; it shrinks or grows so one answer holds about ``states_per_request``."""
+    max_window_s: float = Field(default=21_600.0, gt=0, le=30 * 86_400)
+    """Longest time window of a request, however quiet the history before it was: the first answer after a
+    quiet stretch holds at most this much of a busy one."""
     states_per_request: int = Field(default=5_000, ge=100, le=200_000)
     request_timeout_s: float = Field(default=60.0, gt=0, le=3_600)
     watermark_save_interval_s: float = Field(default=300.0, ge=1, le=86_400)

@@ -101,7 +101,7 @@ class HistoryFetcher:
         """Yield ``(answer, window_end_ns)`` from ``start_ns`` on; the last window is open-ended (up to now)
         when ``open_end``, else it ends at ``until_ns``. The next window is asked for before this one is
         handed on, so HA prepares it while the caller writes (at most two answers in memory)."""
-        sizer = history.WindowSizer(self._settings.window_s, self._settings.states_per_request)
+        sizer = history.sizer_for(self._settings)
 
         def ask(start: int) -> tuple[asyncio.Task[object], int, bool]:
             end = sizer.next_end(start, until_ns)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from homeiq_daemon.config.backfill import BackfillSettings
 from homeiq_daemon.model import EntityState, ns_to_iso
 
 COMMAND = "history/history_during_period"
@@ -70,16 +71,24 @@ def parse_answer(result: object, *, after_ns: dict[str, int] | None = None) -> I
 
 @dataclass(slots=True)
 class WindowSizer:
-    """Chooses the next time window so one answer holds about ``target_states`` (bounded memory): after each
-    answer the window is scaled by how far its count was from the target (at most 8x larger, at least 16x
-    smaller in one step: a burst shrinks the next window at once), within [min_s, max_s]. Home Assistant's
-    command has no limit on an answer, so the first window is small (``backfill.window_s``, 5 minutes) and
-    grows over quiet stretches."""
+    """Chooses the next time window so one answer holds about ``target_states`` (bounded memory). Home
+    Assistant's command has no limit on an answer, so the first window is small (``backfill.window_s``, 5
+    minutes) and the window only ever follows what answers showed:
+
+    * more than the target: scaled down by how far it was over (at most 16x in one step: a burst shrinks the
+      next window at once);
+    * a few states (under a quarter of the target): scaled up towards half the target at that rate (at most
+      8x);
+    * nothing at all says nothing about the rate after it (history may start there, e.g. before the
+      recorder's first run HA answers empty), so the window only doubles;
+
+    always within [min_s, max_s] (``backfill.max_window_s``, 6 hours: a chunk's densest stretch is met by a
+    window at most that long)."""
 
     window_s: float
     target_states: int
     min_s: float = 1.0
-    max_s: float = 30 * 86_400.0
+    max_s: float = 21_600.0
 
     def next_end(self, start_ns: int, until_ns: int) -> int:
         return min(until_ns, start_ns + max(1, int(self.window_s * _NS)))
@@ -87,11 +96,17 @@ class WindowSizer:
     def observe(self, states: int) -> None:
         if states > self.target_states:
             factor = max(1 / 16, 0.8 * self.target_states / states)
+        elif states == 0:
+            factor = 2.0
         elif states < self.target_states // 4:
-            factor = min(8.0, self.target_states / (2 * max(states, 1)))
+            factor = min(8.0, self.target_states / (2 * states))
         else:
             return
         self.window_s = min(self.max_s, max(self.min_s, self.window_s * factor))
+
+
+def sizer_for(settings: BackfillSettings) -> WindowSizer:
+    return WindowSizer(settings.window_s, settings.states_per_request, max_s=max(settings.max_window_s, 1.0))
 
 
 def chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -146,7 +146,7 @@ async def _walk(
 ) -> AsyncGenerator[tuple[int, object, int, bool], None]:
     """``(chunk, answer, window_end, last_of_chunk)`` from the plan's position to its end, one request ahead
     (across chunk boundaries too): at most two answers in memory."""
-    sizer = history.WindowSizer(settings.window_s, settings.states_per_request)
+    sizer = history.sizer_for(settings)
 
     def ask(chunk: int, start: int) -> tuple[int, int, bool, asyncio.Task[object]]:
         end = sizer.next_end(start, plan.until_ns)
@@ -162,7 +162,7 @@ async def _walk(
                 sizer.observe(sum(len(v) for v in answer.values()) if isinstance(answer, dict) else 0)
                 pending = ask(chunk, end - _OVERLAP_NS)
             elif chunk + 1 < len(chunks):
-                sizer = history.WindowSizer(settings.window_s, settings.states_per_request)
+                sizer = history.sizer_for(settings)
                 pending = ask(chunk + 1, plan.since_ns)
             else:
                 pending = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from homeiq_daemon.config.backfill import BackfillSettings
 from homeiq_daemon.model import iso_to_ns
 from homeiq_daemon.sources.homeassistant import history
 
@@ -58,6 +59,8 @@ def test_window_sizer_keeps_answers_near_the_target() -> None:
     assert sizer.window_s == 3600 * 0.8 / 5 * 8
     sizer.observe(1_000_000)  # a burst: at most 16x smaller in one step
     assert sizer.window_s == 3600 * 0.8 / 5 * 8 / 16
+    sizer.observe(0)  # nothing: says nothing of the rate after it, so only twice as long
+    assert sizer.window_s == 3600 * 0.8 / 5 * 8 / 16 * 2
     assert sizer.next_end(0, 10) == 10  # never past the end
     for _ in range(40):
         sizer.observe(0)
@@ -65,3 +68,11 @@ def test_window_sizer_keeps_answers_near_the_target() -> None:
     for _ in range(40):
         sizer.observe(10**9)
     assert sizer.window_s == 1
+
+
+def test_window_sizer_from_settings_is_capped_by_max_window() -> None:
+    sizer = history.sizer_for(BackfillSettings(window_s=60, max_window_s=600))
+    assert sizer.window_s == 60
+    for _ in range(10):
+        sizer.observe(0)
+    assert sizer.window_s == 600
