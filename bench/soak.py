@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.outage import DirWatch, rss_mb, write_bytes  # noqa: E402
+from bench.runtime_venv import runtime_python  # noqa: E402
 from tests.support.influxd import InfluxServer, free_port  # noqa: E402
 from tests.support.outage import DaemonProcess, settings_env  # noqa: E402
 
@@ -185,16 +186,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "log": {"level": "info"},
     }
     env = settings_env(values)
+    python = args.python or runtime_python()
     procs: list[Any] = [fake]
     try:
         # Prime: a first start creates the databases and every row; a Pi that has run before has them.
-        first = DaemonProcess([], env)
+        first = DaemonProcess([], env, python)
         first.wait_for("ha.connected", 120)
         time.sleep(3.0)
         first_bytes = write_bytes(first.proc.pid)
         first.proc.send_signal(signal.SIGTERM)
         first.wait(60)
-        daemon = DaemonProcess([], env)
+        daemon = DaemonProcess([], env, python)
         procs.append(daemon)
         daemon.wait_for("ha.connected", 120)
         floor = _spawn("floor", str(port), str(floor_file), args.subscription)
@@ -228,7 +230,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu = cpu1 - cpu0
     return {
         "command": f".venv/bin/python bench/soak.py --seconds {args.seconds:g} --entities {args.entities} "
-                   f"--rate {args.rate:g} --subscription {args.subscription}",
+                   f"--rate {args.rate:g} --subscription {args.subscription}"
+                   + (f" --python {args.python}" if args.python else ""),
+        "daemon_python": "the given --python" if args.python else "runtime-only virtualenv (bench/runtime_venv.py)",
         "entities": args.entities,
         "rate_events_per_s": args.rate,
         "subscription": args.subscription,
@@ -264,6 +268,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--subscription", choices=("entities", "state_changed"), default="entities",
                         help="what the daemon (and the floor client) subscribe to")
+    parser.add_argument("--python", default=None,
+                        help="interpreter for the daemon (default: a runtime-only virtualenv, as on a Pi)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after connecting before measuring")
     parser.add_argument("--role", choices=("bench", "fake-ha", "floor"), default="bench", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()

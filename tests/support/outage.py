@@ -68,11 +68,11 @@ def caught_up(app: App, events: int) -> bool:
 class DaemonProcess:
     """``homeiq run`` in a subprocess with JSON logs on stderr, collected by a reader thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], python: str = sys.executable) -> None:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "homeiq_daemon", "run", *args],
+            [python, "-m", "homeiq_daemon", "run", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
