@@ -69,7 +69,9 @@ class LatestStates:
 
     def __init__(self, max_entities: int) -> None:
         self.max_entities = max_entities
-        self._persisted: dict[str, RowKey] = {}  # what the file holds, for rows that have a state
+        # What the file holds, for rows that have a state: the hash of the row key (a 64-bit int instead of
+        # five strings per entity; two different rows hashing alike would only skip one latest-state write).
+        self._persisted: dict[str, int] = {}
         self._soon: dict[str, EntityState | None] = {}
         self._later: dict[str, EntityState] = {}
         self._values: dict[str, str] = {}
@@ -77,7 +79,7 @@ class LatestStates:
 
     def load(self, rows: Iterable[tuple[str, RowKey]]) -> None:
         """What the file holds (at start): states equal to these need no write."""
-        self._persisted = dict(rows)
+        self._persisted = {entity_id: hash(key) for entity_id, key in rows}
 
     def forget(self, entity_ids: Iterable[str]) -> None:
         """Rows deleted from the file by other means (a registry prune)."""
@@ -105,7 +107,7 @@ class LatestStates:
                 soon.pop(entity_id, None)
             return
         known = self._persisted.get(entity_id)
-        if known is not None and known == row_key(new):
+        if known is not None and known == hash(row_key(new)):
             soon.pop(entity_id, None)
             later.pop(entity_id, None)
         elif known is None or change.origin not in RESTORED_BY_SNAPSHOT:
@@ -157,6 +159,6 @@ class LatestStates:
     def written(self, writes: Writes) -> None:
         persisted = self._persisted
         for entity_id, state in writes.states.items():
-            persisted[entity_id] = row_key(state)
+            persisted[entity_id] = hash(row_key(state))
         for entity_id in writes.removed:
             persisted.pop(entity_id, None)

@@ -19,6 +19,7 @@ Pure code: no IO.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,8 @@ class PointMapper:
         self._customize_glob = [
             (glob_regex([glob]), custom) for glob, custom in settings.component_config_glob.items()
         ]
-        self._entity_config: dict[str, tuple[str | None, frozenset[str]]] = {}
+        # Attribute-name sets (ignored, skipped) are the same for almost every entity: one object each.
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
         # Fast path (map_line): per-entity plans and rendered field fragments, all bounded.
         self._encoder = LineEncoder()
         self._plans: dict[tuple[str, type, Any], _Plan] = {}
@@ -86,10 +88,17 @@ class PointMapper:
     def accepts(self, entity_id: str) -> bool:
         return self._filter(entity_id)
 
+    def _shared(self, names: frozenset[str]) -> frozenset[str]:
+        shared = self._sets.get(names)
+        if shared is None:
+            if len(self._sets) >= _VALUE_CACHE_LIMIT:
+                self._sets.clear()
+            shared = self._sets[names] = names
+        return shared
+
     def _customization(self, entity_id: str) -> tuple[str | None, frozenset[str]]:
-        cached = self._entity_config.get(entity_id)
-        if cached is not None:
-            return cached
+        """Measurement override and ignored attributes of one entity; computed once per plan (plans are cached
+        per entity), so not cached here."""
         # Like HA's EntityValues: domain, then globs, then the entity itself; later ones win.
         layers: list[EntityCustomization] = []
         domain = entity_id.partition(".")[0]
@@ -108,10 +117,7 @@ class PointMapper:
                 override = layer.override_measurement
             if "ignore_attributes" in layer.model_fields_set:
                 ignore = list(layer.ignore_attributes)
-        if len(self._entity_config) >= _CACHE_LIMIT:
-            self._entity_config.clear()
-        result = self._entity_config[entity_id] = (override, frozenset(ignore) | self._global_ignore)
-        return result
+        return override, (self._global_ignore if not ignore else frozenset(ignore) | self._global_ignore)
 
     def _string_number(self, text: str) -> tuple[float | None, float | None]:
         cached = self._string_numbers.get(text)
@@ -169,7 +175,7 @@ class PointMapper:
         if not self._dynamic_tags:
             tags = {"domain": domain, "entity_id": object_id, **self._global_tags}
             series = self._encoder.series_key(measurement, tags)
-        return _Plan(measurement, series, frozenset(skip), domain, object_id)
+        return _Plan(measurement, series, self._shared(frozenset(skip)), sys.intern(domain), object_id)
 
     def _state_fragments_for(self, raw_state: str) -> tuple[tuple[str, str], ...] | None:
         cached = self._state_fragments.get(raw_state, False)
@@ -226,7 +232,7 @@ class PointMapper:
                 if cached is None:
                     number, tail = self._string_number(value)
                     cached = self._text_fragments(key, value, number, tail)
-                    if len(str_cache) >= _CACHE_LIMIT:
+                    if len(str_cache) >= _VALUE_CACHE_LIMIT:  # names (friendly_name) are unique per entity
                         str_cache.clear()
                     str_cache[cache_key] = cached
                 for field_key, frag in cached:

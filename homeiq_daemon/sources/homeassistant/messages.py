@@ -61,8 +61,8 @@ def parse_state(obj: object) -> EntityState:
         raise ProtocolError(f"{entity_id}: last_updated {exc}") from None
     except ValueError:
         raise ProtocolError(f"{entity_id}: last_updated {last_updated[:40]!r} is not ISO 8601") from None
-    if not isinstance(last_changed, str):
-        last_changed = last_updated
+    if not isinstance(last_changed, str) or last_changed == last_updated:
+        last_changed = last_updated  # one text for both (held per entity for as long as it is the latest)
     return EntityState(entity_id, state, attributes, last_changed, last_updated, last_updated_ns)
 
 
