@@ -80,6 +80,10 @@ class HomeAssistantSettings(_Section):
     subscription: Literal["entities", "state_changed"] = "state_changed"
     """``entities``: HA's compressed state diffs (``subscribe_entities``, ~8x fewer bytes per change);
     ``state_changed``: full ``state_changed`` events. The same points either way (docs/performance.md)."""
+    read_pacing_s: float = Field(default=0.1, ge=0, le=2.0)
+    """Once connected, the connection is read in bursts at most this far apart while no answer is awaited:
+    about half the CPU per change at a steady stream, and events (webhooks too) at most this much later.
+    0 reads every frame as it arrives."""
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,7 @@ from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
 from homeiq_daemon.sources.homeassistant import messages as hamessages
+from homeiq_daemon.sources.homeassistant.readpacing import ReadPacer, pausable_transport
 
 log = get_logger("homeiq.ha")
 
@@ -50,11 +51,29 @@ class HAConnection:
         self._subscriptions: dict[int, EventHandler] = {}
         self._pongs: dict[int, asyncio.Future[None]] = {}
         self._malformed_logged = 0
+        self._pacer: ReadPacer | None = None
+
+    def pace_reads(self, interval_s: float) -> bool:
+        """From now on read in bursts at most ``interval_s`` apart while no answer is awaited (readpacing.py);
+        False where the connection offers no read flow control (then it is read frame by frame)."""
+        transport = pausable_transport(self._ws) if interval_s > 0 else None
+        if transport is None:
+            return False
+        self._pacer = ReadPacer(transport, interval_s)
+        return True
+
+    def _awaiting_answer(self) -> bool:
+        return any(not f.done() for f in self._pending.values()) or any(not f.done() for f in self._pongs.values())
+
+    def _expect_answer(self) -> None:
+        if self._pacer is not None:
+            self._pacer.wake()
 
     async def call(self, msg_type: str, timeout_s: float = 60.0, **payload: Any) -> Any:
         msg_id = self._ids.take()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
+        self._expect_answer()
         try:
             async with asyncio.timeout(timeout_s):  # the send too: a peer that stops reading blocks it
                 await self._ws.send_str(hamessages.command(msg_id, msg_type, **payload))
@@ -68,6 +87,7 @@ class HAConnection:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         self._subscriptions[msg_id] = handler  # register first: events may follow the result at once
+        self._expect_answer()
         try:
             async with asyncio.timeout(30.0):
                 await self._ws.send_str(text)
@@ -83,6 +103,7 @@ class HAConnection:
         msg_id = self._ids.take()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pongs[msg_id] = future
+        self._expect_answer()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._ws.send_str(hamessages.command(msg_id, "ping"))
@@ -104,11 +125,15 @@ class HAConnection:
                         continue
                     for message in messages:
                         self._dispatch(message)
+                    if self._pacer is not None:
+                        self._pacer.after_frame(self._awaiting_answer())
                 elif frame.type == aiohttp.WSMsgType.ERROR:
                     raise ConnectionLost(f"websocket error: {self._ws.exception()}")
                 else:
                     break
         finally:
+            if self._pacer is not None:
+                self._pacer.close()
             lost = ConnectionLost("connection closed")
             for future in [*self._pending.values(), *self._pongs.values()]:
                 if not future.done():

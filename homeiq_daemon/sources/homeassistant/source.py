@@ -179,6 +179,7 @@ class HomeAssistantSource:
         for hook in self._connect_hooks:
             await hook(conn)
         release_free_memory()  # the snapshot's and the registries' decoded frames are garbage now
+        conn.pace_reads(self._settings.read_pacing_s)
         self._stats.hub_connected = True
         self._stats.hub_state = "connected"
         self._stats.hub_down_since = None
