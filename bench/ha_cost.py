@@ -12,6 +12,7 @@ in one run, against one influxd:
 
 ``system_cost_vs_ha_integration`` = (HA with the daemon - HA alone + the daemon) / (HA with its integration -
 HA alone): below 1 the daemon costs the machine less than HA's own integration.
+The daemon runs from a runtime-only virtualenv (bench/runtime_venv.py), as on a Pi.
 
     .venv/bin/python bench/ha_cost.py [--seconds 60] [--rate 200] [--entities 500]
 """
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.outage import rss_mb  # noqa: E402
+from bench.runtime_venv import runtime_python  # noqa: E402
 from bench.soak import cpu_s  # noqa: E402
 from tests.support.influxd import InfluxServer, free_port  # noqa: E402
 from tests.support.outage import DaemonProcess, settings_env  # noqa: E402
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "http": {"enabled": True, "port": free_port()},
                     "log": {"level": "info"},
                 }
-                daemon = DaemonProcess([], settings_env(values))
+                daemon = DaemonProcess([], settings_env(values), runtime_python())
                 try:
                     daemon.wait_for("ha.connected", 120)
                     time.sleep(args.warmup)
