@@ -240,6 +240,24 @@ def reference_main(influx_url: str, db: str, since_iso: str) -> None:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
+def import_env(root: Path, ha: RealHomeAssistant, influx: InfluxServer, database: str) -> dict[str, str]:
+    """The environment of a ``homeiq import-history`` child: this HA, this influxd database, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEIQ_")}
+    env.update(
+        {
+            "HOMEIQ_STATE_DIR": str(root / "state"),
+            "HOMEIQ_HOME_ASSISTANT__URL": ha.base_url,
+            "HOMEIQ_HOME_ASSISTANT__TOKEN": ha.token,
+            "HOMEIQ_INFLUXDB__URL": influx.url,
+            "HOMEIQ_INFLUXDB__DATABASE": database,
+            "HOMEIQ_LOG__FORMAT": "json",
+            "HOMEIQ_HTTP__ENABLED": "false",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--states", type=int, default=20_000)
@@ -262,19 +280,7 @@ def main() -> None:
         sys.stderr.write(f"filled {args.states} states in {fill_s:.1f} s\n")
         recorded = wait_recorded(ha, since_iso)
         sys.stderr.write(f"recorder holds {recorded}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEIQ_")}
-        env.update(
-            {
-                "HOMEIQ_STATE_DIR": str(root / "state"),
-                "HOMEIQ_HOME_ASSISTANT__URL": ha.base_url,
-                "HOMEIQ_HOME_ASSISTANT__TOKEN": ha.token,
-                "HOMEIQ_INFLUXDB__URL": influx.url,
-                "HOMEIQ_INFLUXDB__DATABASE": "ours",
-                "HOMEIQ_LOG__FORMAT": "json",
-                "HOMEIQ_HTTP__ENABLED": "false",
-                "PYTHONPATH": str(ROOT),
-            }
-        )
+        env = import_env(root, ha, influx, "ours")
         command = [sys.executable, "-m", "homeiq_daemon", "import-history", "--since", "2h"]
         ours = run_child(command, env, "import.starting", "import.done")
         influx.create_database("reference")

@@ -38,7 +38,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.backfill import run_child  # noqa: E402
+from bench.backfill import import_env, run_child  # noqa: E402
 from tests.support.influxd import InfluxServer  # noqa: E402
 from tests.support.real_ha import RealHomeAssistant, ensure_ha_venv  # noqa: E402
 
@@ -168,19 +168,7 @@ def main() -> None:
         ask_days = args.days if args.ask_days is None else args.ask_days
         since = time.time() - ask_days * 86_400.0
         in_recorder = recorded(db, since)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEIQ_")}
-        env.update(
-            {
-                "HOMEIQ_STATE_DIR": str(root / "state"),
-                "HOMEIQ_HOME_ASSISTANT__URL": ha.base_url,
-                "HOMEIQ_HOME_ASSISTANT__TOKEN": ha.token,
-                "HOMEIQ_INFLUXDB__URL": influx.url,
-                "HOMEIQ_INFLUXDB__DATABASE": "days",
-                "HOMEIQ_LOG__FORMAT": "json",
-                "HOMEIQ_HTTP__ENABLED": "false",
-                "PYTHONPATH": str(ROOT),
-            }
-        )
+        env = import_env(root, ha, influx, "days")
         command = [sys.executable, "-m", "homeiq_daemon", "import-history", "--since", f"{ask_days:g}d"]
         ours = run_child(command, env, "import.starting", "import.done")
     finally:
