@@ -51,11 +51,10 @@ def _full_state(entity_id: str, raw: object) -> EntityState:
         raise ProtocolError(f"{entity_id[:80]}: state is not a string")
     if not isinstance(attributes, dict):
         raise ProtocolError(f"{entity_id[:80]}: attributes is not an object")
+    changed, changed_ns = stamp(raw.get("lc"))
     updated_raw = raw.get("lu")
     if updated_raw is None:  # last_updated equals last_changed: one text for both
-        changed, updated_ns = stamp(raw.get("lc"))
-        return EntityState(entity_id, state, attributes, changed, changed, updated_ns)
-    changed, _ = stamp(raw.get("lc"))
+        return EntityState(entity_id, state, attributes, changed, changed, changed_ns)
     updated, updated_ns = stamp(updated_raw)
     return EntityState(entity_id, state, attributes, changed, updated, updated_ns)
 

@@ -87,8 +87,8 @@ class WindowSizer:
 
     window_s: float
     target_states: int
+    max_s: float  # backfill.max_window_s
     min_s: float = 1.0
-    max_s: float = 21_600.0
 
     def next_end(self, start_ns: int, until_ns: int) -> int:
         return min(until_ns, start_ns + max(1, int(self.window_s * _NS)))
