@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from homeiq_daemon.sources.homeassistant import messages as hamessages  # noqa: E402
 from tests.support.influxd import InfluxServer  # noqa: E402
 from tests.support.recording import generate_frames  # noqa: E402
 
@@ -46,6 +47,15 @@ def _peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
+def changes(decode: Any, frame: bytes) -> list[Any]:
+    """What the daemon's reader does with a frame: the typed fast path, else the general one."""
+    fast = decode(frame)
+    if fast is not None:
+        return [change for _, change in fast]
+    return [hamessages.parse_state_changed(data) for message in hamessages.decode_frame(frame)
+            if (data := hamessages.state_changed_data(message)) is not None]
+
+
 async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> dict[str, Any]:
     from homeiq_daemon.config import load_settings
     from homeiq_daemon.delivery.loop import Delivery
@@ -55,7 +65,6 @@ async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> d
     from homeiq_daemon.runtime.stats import Stats
     from homeiq_daemon.sinks.influx.deadletter import DeadLetters
     from homeiq_daemon.sinks.influx.writer import InfluxWriter
-    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     settings = load_settings(None, state_dir=state_dir, influxdb={"url": url, "database": db},
                              batch={"size": 1000, "flush_interval_s": 1.0})
@@ -66,13 +75,12 @@ async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> d
     pipeline = Pipeline(settings.mapping, settings.batch, stats, on_batch=delivery.enqueue)
     tasks = [asyncio.create_task(delivery.run_writer()), asyncio.create_task(delivery.run_spooler())]
     submit = pipeline.submit
+    decode = hamessages.StateChangedDecoder().decode
     started = time.perf_counter()
     for index, frame in enumerate(frames):
         try:
-            for message in hamessages.decode_frame(frame):
-                data = hamessages.state_changed_data(message)
-                if data is not None:
-                    submit(hamessages.parse_state_changed(data))
+            for change in changes(decode, frame):
+                submit(change)
         except ProtocolError:
             continue
         if index & 255 == 0:
@@ -165,14 +173,12 @@ def cpu_only(frames: list[bytes]) -> dict[str, float]:
 
     from homeiq_daemon.config import MappingSettings
     from homeiq_daemon.pipeline.mapping import PointMapper
-    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     mapper = PointMapper(MappingSettings())
+    decode = hamessages.StateChangedDecoder().decode
     started = time.process_time()
     for frame in frames:
-        for message in hamessages.decode_frame(frame):
-            data = hamessages.state_changed_data(message)
-            change = hamessages.parse_state_changed(data)
+        for change in changes(decode, frame):
             if change.new_state is not None:
                 mapper.map_line(change.new_state)
     ours = len(frames) / (time.process_time() - started)
@@ -189,7 +195,6 @@ def ceiling(frames: list[bytes], url: str, db: str) -> dict[str, float]:
     """influxd alone: the same points, pre-encoded, POSTed in batches of 1,000 over one connection."""
     from homeiq_daemon.config import MappingSettings
     from homeiq_daemon.pipeline.mapping import PointMapper
-    from homeiq_daemon.sources.homeassistant import messages as hamessages
 
     mapper = PointMapper(MappingSettings())
     lines = []

@@ -46,10 +46,16 @@ def count_lines(path: Path) -> int:
 
 
 def _numbered_changes(path: Path, stats: Stats | None) -> Iterator[tuple[int, StateChange]]:
+    decoder = hamessages.StateChangedDecoder()
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             line = raw.strip()
             if not line or line.startswith(b"#"):
+                continue
+            fast = decoder.decode(line, "replay") if len(line) <= MAX_LINE_BYTES else None
+            if fast is not None:
+                for _, change in fast:
+                    yield number, change
                 continue
             try:
                 if len(line) > MAX_LINE_BYTES:

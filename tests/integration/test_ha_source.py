@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from homeiq_daemon.app import App
@@ -15,7 +16,7 @@ from homeiq_daemon.errors import AuthError, ConfigError
 from homeiq_daemon.model import iso_to_ns
 from homeiq_daemon.sinks.embedded import read_history
 from tests.support.daemon import daemon_settings, running_app, wait_for
-from tests.support.fake_ha import FakeHomeAssistant
+from tests.support.fake_ha import FakeHomeAssistant, make_state
 
 
 def _t(seconds: float) -> str:
@@ -106,6 +107,28 @@ async def test_malformed_frames_are_counted_and_skipped(tmp_path: Path, fake_ha:
         assert app.stats.malformed_messages["home_assistant"] >= 7
         assert app.stats.hub_connected
         assert fake_ha.connections == 1
+
+
+async def test_coalesced_frames_with_a_stranger_inside(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:
+    """A coalesced frame of the daemon's own state_changed events lands whole (the typed path); one that also
+    holds an event for a subscription the daemon does not have takes the general path: its own event still lands,
+    the stranger is counted."""
+    async with running_app(_settings(tmp_path, fake_ha)) as (app, _):
+        await wait_for(lambda: app.stats.hub_connected)
+        sub_id = next(c["id"] for c in fake_ha.commands if c.get("event_type") == "state_changed")
+
+        def event(msg_id: int, value: str, second: float) -> dict[str, object]:
+            new = make_state("sensor.temp", value, {"unit_of_measurement": "°C"}, _t(second))
+            return {"id": msg_id, "type": "event", "event": {"event_type": "state_changed", "data": {
+                "entity_id": "sensor.temp", "old_state": None, "new_state": new}}}
+
+        await fake_ha.send_raw(orjson.dumps([event(sub_id, "30", 30), event(sub_id, "31", 31)]).decode())
+        await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 3)
+        before = app.stats.malformed_messages["home_assistant"]
+        await fake_ha.send_raw(orjson.dumps([event(sub_id + 500, "99", 32), event(sub_id, "33", 33)]).decode())
+        await wait_for(lambda: len(_history(tmp_path, "sensor.temp")) == 4)
+        assert app.stats.malformed_messages["home_assistant"] == before + 1
+    assert [value for _, value, _ in _history(tmp_path, "sensor.temp")] == [20.5, 30.0, 31.0, 33.0]
 
 
 async def test_rejected_token_stops_without_retrying(tmp_path: Path, fake_ha: FakeHomeAssistant) -> None:

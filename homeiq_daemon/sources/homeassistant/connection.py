@@ -18,6 +18,7 @@ import aiohttp
 from homeiq_daemon import __version__
 from homeiq_daemon.config import HomeAssistantSettings
 from homeiq_daemon.errors import AuthError, ProtocolError
+from homeiq_daemon.model import StateChange
 from homeiq_daemon.redaction import redact_url
 from homeiq_daemon.runtime.logs import get_logger
 from homeiq_daemon.runtime.stats import Stats
@@ -27,6 +28,7 @@ from homeiq_daemon.sources.homeassistant.readpacing import ReadPacer, pausable_t
 log = get_logger("homeiq.ha")
 
 EventHandler = Callable[[dict[str, Any]], None]
+ChangeHandler = Callable[[StateChange], None]
 ConnectHook = Callable[["HAConnection"], Awaitable[None]]
 
 
@@ -49,6 +51,9 @@ class HAConnection:
         self._ids = hamessages.CommandIds()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscriptions: dict[int, EventHandler] = {}
+        # state_changed subscriptions that take their events decoded by the typed fast path
+        self._change_handlers: dict[int, ChangeHandler] = {}
+        self._changes = hamessages.StateChangedDecoder()
         self._pongs: dict[int, asyncio.Future[None]] = {}
         self._malformed_logged = 0
         self._pacer: ReadPacer | None = None
@@ -81,12 +86,17 @@ class HAConnection:
         finally:
             self._pending.pop(msg_id, None)
 
-    async def subscribe(self, event_type: str, handler: EventHandler, *, command: str | None = None) -> int:
+    async def subscribe(self, event_type: str, handler: EventHandler, *, command: str | None = None,
+                        on_change: ChangeHandler | None = None) -> int:
+        """Subscribe; ``handler`` gets each event. With ``on_change`` (state_changed only), the events of frames
+        the typed decoder accepts go there as StateChanges instead, and only the others to ``handler``."""
         msg_id = self._ids.take()
         text = hamessages.command(msg_id, command) if command else hamessages.subscribe_events(msg_id, event_type)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         self._subscriptions[msg_id] = handler  # register first: events may follow the result at once
+        if on_change is not None:
+            self._change_handlers[msg_id] = on_change
         self._expect_answer()
         try:
             async with asyncio.timeout(30.0):
@@ -94,6 +104,7 @@ class HAConnection:
                 await future
         except BaseException:
             self._subscriptions.pop(msg_id, None)
+            self._change_handlers.pop(msg_id, None)
             raise
         finally:
             self._pending.pop(msg_id, None)
@@ -118,6 +129,10 @@ class HAConnection:
         try:
             async for frame in self._ws:
                 if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    if self._change_handlers and self._dispatch_changes(frame.data):
+                        if self._pacer is not None:
+                            self._pacer.after_frame(self._awaiting_answer())
+                        continue
                     try:
                         messages = hamessages.decode_frame(frame.data)
                     except ProtocolError as exc:
@@ -139,6 +154,24 @@ class HAConnection:
                 if not future.done():
                     future.set_exception(lost)
         raise ConnectionLost(f"connection closed by peer (code {self._ws.close_code})")
+
+    def _dispatch_changes(self, data: str | bytes) -> bool:
+        """Hand a frame of state_changed events to its subscriptions by the typed fast path; False (nothing
+        handed) when the frame is anything else, which then takes the general path."""
+        changes = self._changes.decode(data)
+        if changes is None:
+            return False
+        handlers = self._change_handlers
+        if not all(msg_id in handlers for msg_id, _ in changes):
+            return False
+        for msg_id, change in changes:
+            try:
+                handlers[msg_id](change)
+            except Exception as exc:  # as in _dispatch: never stop the reader
+                if self._malformed_logged < 10:
+                    log.exception("ha.event_handler_failed", subscription=msg_id)
+                self._malformed(f"event handler failed: {type(exc).__name__}")
+        return True
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         msg_type = message.get("type")

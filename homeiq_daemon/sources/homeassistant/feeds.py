@@ -39,7 +39,7 @@ class StateChangedFeed:
         self._skipped = skipped
 
     async def open(self, conn: HAConnection, origin: Origin) -> tuple[list[EntityState], int]:
-        await conn.subscribe("state_changed", self._on_event)
+        await conn.subscribe("state_changed", self._on_event, on_change=self._pipeline.submit)
         raw_states = await conn.call("get_states", timeout_s=SNAPSHOT_TIMEOUT_S)
         states = []
         for raw in raw_states if isinstance(raw_states, list) else []:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from homeiq_daemon.errors import ProtocolError
@@ -18,6 +19,9 @@ Message = dict[str, Any]
 # Entity ids are "domain.object_id"; HA itself allows [a-z0-9_] only, we accept any non-empty parts so
 # that a future HA or a custom integration cannot make us drop data, but we bound the length.
 MAX_ENTITY_ID_LEN = 255
+# Per entity, the raw attributes of its last state are kept (to skip decoding them again) up to this size.
+_ATTRIBUTES_MEMO_MAX_BYTES = 4096
+_ATTRIBUTES_MEMO_ENTITIES = 8192
 
 
 def decode_frame(data: str | bytes) -> list[Message]:
@@ -81,6 +85,114 @@ def parse_state_changed(data: object, origin: Origin = "live") -> StateChange:
             raise ProtocolError("state_changed without entity_id")
         entity_id = new_state.entity_id
     return StateChange(entity_id, new_state, None, origin)
+
+
+# --- the typed fast path for state_changed events --------------------------------------------------------
+# Almost every frame a running daemon reads is a state_changed event (or a coalesced array of them). Decoded into
+# these types, only what the daemon reads is built: old_state, contexts and time_fired are checked as JSON and
+# skipped, and the attributes are kept as raw JSON until they differ from the entity's previous ones.
+
+
+class _NewState(msgspec.Struct):
+    entity_id: str
+    state: str
+    last_updated: str
+    attributes: msgspec.Raw = msgspec.Raw(b"{}")
+    last_changed: str | None = None
+
+
+class _Data(msgspec.Struct):
+    entity_id: str | None = None
+    new_state: _NewState | None = None
+
+
+class _Event(msgspec.Struct):
+    event_type: str
+    data: _Data
+
+
+class _EventMessage(msgspec.Struct):
+    id: int
+    type: str  # a plain field, not a tag: a single tagged type would also accept a message without it
+    event: _Event
+
+
+_EVENT_FRAME = msgspec.json.Decoder(_EventMessage | list[_EventMessage])
+
+
+class StateChangedDecoder:
+    """Decodes frames of ``state_changed`` events straight to StateChanges, with the same result as
+    ``decode_frame`` + ``parse_state_changed`` but about a third of the work.
+
+    ``decode`` answers None for any frame it does not fully accept (other messages, other events, anything
+    malformed or unusual): those take the general path, which gives them their precise error. Consecutive
+    states of an entity with byte-identical attributes share one attributes dict (which nobody mutates), so
+    the mapper's per-entity memo recognises them by identity.
+    """
+
+    __slots__ = ("_attributes",)
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, tuple[msgspec.Raw, dict[str, Any]]] = {}
+
+    def decode(self, data: str | bytes, origin: Origin = "live") -> list[tuple[int, StateChange]] | None:
+        """[(subscription id, change)] of a frame holding only well-formed state_changed events, else None."""
+        try:
+            decoded = _EVENT_FRAME.decode(data)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return None
+        changes = []
+        for message in decoded if isinstance(decoded, list) else (decoded,):
+            event = message.event
+            if message.type != "event" or event.event_type != "state_changed":
+                return None
+            entity_id = event.data.entity_id
+            raw = event.data.new_state
+            if raw is None:
+                if entity_id is None:
+                    return None
+                changes.append((message.id, StateChange(entity_id, None, None, origin)))
+                continue
+            state = self._state(raw)
+            if state is None:
+                return None
+            if entity_id is None:
+                entity_id = state.entity_id
+            changes.append((message.id, StateChange(entity_id, state, None, origin)))
+        return changes
+
+    def _state(self, raw: _NewState) -> EntityState | None:
+        entity_id = raw.entity_id
+        domain, dot, object_id = entity_id.partition(".")
+        if not dot or not domain or not object_id or not 2 < len(entity_id) <= MAX_ENTITY_ID_LEN:
+            return None
+        raw_attributes = raw.attributes
+        memo = self._attributes.get(entity_id)
+        if memo is not None and memo[0] == raw_attributes:
+            attributes = memo[1]
+        else:
+            try:
+                attributes = orjson.loads(memoryview(raw_attributes))
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(attributes, dict):
+                return None
+            if len(memoryview(raw_attributes)) <= _ATTRIBUTES_MEMO_MAX_BYTES:
+                if memo is None and len(self._attributes) >= _ATTRIBUTES_MEMO_ENTITIES:
+                    self._attributes.clear()
+                # a copy: the Raw itself would keep the whole frame alive
+                self._attributes[entity_id] = (raw_attributes.copy(), attributes)
+            elif memo is not None:
+                del self._attributes[entity_id]
+        last_updated = raw.last_updated
+        try:
+            last_updated_ns = iso_to_ns(last_updated)
+        except ValueError:  # TimestampOutOfRange too
+            return None
+        last_changed = raw.last_changed
+        if last_changed is None or last_changed == last_updated:
+            last_changed = last_updated
+        return EntityState(entity_id, raw.state, attributes, last_changed, last_updated, last_updated_ns)
 
 
 def result_error(message: Message) -> tuple[str, str]:
