@@ -1,6 +1,9 @@
 """Plain values that flow through the daemon: entity states, state changes, batches of encoded points.
 
-Frozen slotted dataclasses: created once per event on the hot path, so they must be cheap.
+Slotted dataclasses, created once per event on the hot path, so they must be cheap. States and changes are
+never changed once made (``dataclasses.replace`` makes a new one), but they are not ``frozen``: a frozen
+dataclass sets each field through ``object.__setattr__``, which made building one 3.3 us instead of 0.9 us
+here, a tenth of all the CPU an event costs.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def ns_to_iso(time_ns: int) -> str:
     return (_EPOCH + timedelta(microseconds=time_ns // 1000)).isoformat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EntityState:
     entity_id: str
     state: str
@@ -68,7 +71,7 @@ class EntityState:
         return self.entity_id.partition(".")[2]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateChange:
     """A new state for one entity, from any source. ``new_state`` None means the entity was removed."""
 

@@ -53,6 +53,7 @@ class _Plan:
     skip: frozenset[str]  # attribute keys that never become fields
     domain: str
     object_id: str
+    accepted: bool  # include/exclude let the entity through
 
 
 class PointMapper:
@@ -77,7 +78,8 @@ class PointMapper:
         self._plan_attr = "device_class" if self._measurement_attr == "domain__device_class" else self._measurement_attr
         self._str_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
         self._repr_fragments: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
-        self._state_fragments: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        # raw state -> (its field names, its fields joined)
+        self._state_parts: dict[str, tuple[tuple[str, ...], str]] = {}
         self._dynamic_tags = bool(self._tags_attributes) or extra_tags is not None
         # str(value) -> (float or None, float from the digit-tail rule or None): attribute strings repeat.
         self._string_numbers: dict[str, tuple[float | None, float | None]] = {}
@@ -175,12 +177,14 @@ class PointMapper:
         if not self._dynamic_tags:
             tags = {"domain": domain, "entity_id": object_id, **self._global_tags}
             series = self._encoder.series_key(measurement, tags)
-        return _Plan(measurement, series, self._shared(frozenset(skip)), sys.intern(domain), object_id)
+        return _Plan(measurement, series, self._shared(frozenset(skip)), sys.intern(domain), object_id,
+                     self._filter(entity_id))
 
-    def _state_fragments_for(self, raw_state: str) -> tuple[tuple[str, str], ...] | None:
-        cached = self._state_fragments.get(raw_state, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
+    def _state_part(self, raw_state: str) -> tuple[tuple[str, ...], str]:
+        """The state's field names (attributes of the same name step aside) and its fields, joined."""
+        cached = self._state_parts.get(raw_state)
+        if cached is not None:
+            return cached
         value = self._string_number(raw_state)[0]
         frags: list[tuple[str, str]] = []
         include_state = False
@@ -196,10 +200,10 @@ class PointMapper:
         if value is not None:
             # Non-finite: not written, but the name stays taken (an attribute "value" becomes "value_").
             frags.append(("value", f"value={value!r}" if math.isfinite(value) else ""))
-        result = tuple(frags) if frags else None
-        if len(self._state_fragments) >= _VALUE_CACHE_LIMIT:
-            self._state_fragments.clear()
-        self._state_fragments[raw_state] = result
+        result = (tuple(key for key, _ in frags), ",".join(frag for _, frag in frags if frag))
+        if len(self._state_parts) >= _VALUE_CACHE_LIMIT:
+            self._state_parts.clear()
+        self._state_parts[raw_state] = result
         return result
 
     def _text_fragments(self, key: str, text: str, number: float | None, tail: float | None
@@ -267,9 +271,9 @@ class PointMapper:
     def map_line(self, state: EntityState) -> str | None:
         """The line protocol line for one state, or None when the state is skipped or filtered out."""
         raw_state = state.state
-        entity_id = state.entity_id
-        if raw_state in SKIPPED_STATES or not self._filter(entity_id):
+        if raw_state in SKIPPED_STATES:
             return None
+        entity_id = state.entity_id
         attributes = state.attributes
         unit = attributes.get(self._plan_attr)
         plan_key = (entity_id, type(unit), unit)  # the type too: 0, 0.0 and False are equal keys, not one unit
@@ -283,9 +287,10 @@ class PointMapper:
                 if len(self._plans) >= _CACHE_LIMIT:
                     self._plans.clear()
                 self._plans[plan_key] = plan
+        if not plan.accepted:
+            return None
 
-        state_frags = self._state_fragments_for(raw_state) or ()
-        shape = tuple(key for key, _ in state_frags)
+        shape, state_part = self._state_part(raw_state)
         memo = self._attr_memo.get(entity_id)
         if (
             memo is not None
@@ -302,12 +307,12 @@ class PointMapper:
             # but not as text), so the types are compared too.
             simple = all(type(v) in _SCALARS for v in attributes.values())
             self._attr_memo[entity_id] = (attributes, shape, plan, simple, attr_part)
-        parts = [frag for _, frag in state_frags if frag]
-        if attr_part:
-            parts.append(attr_part)
-        if not parts:
-            return None
-        field_part = ",".join(parts)
+        if not attr_part:
+            if not state_part:
+                return None
+            field_part = state_part
+        else:
+            field_part = f"{state_part},{attr_part}" if state_part else attr_part
         series = plan.series
         if series is None:
             series = self._encoder.series_key(plan.measurement, self._tags_for(plan, entity_id, attributes))
