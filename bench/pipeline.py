@@ -83,7 +83,10 @@ async def run_ours(frames: list[bytes], url: str, db: str, state_dir: Path) -> d
                 submit(change)
         except ProtocolError:
             continue
-        if index & 255 == 0:
+        if index & 63 == 0:
+            # Let the writer run (a read from the socket does this in the daemon): it POSTs the batches made so
+            # far while the next ones are encoded; without it, encoding and writing take turns.
+            await asyncio.sleep(0)
             await delivery.wait_for_room()
     await delivery.wait_for_room()
     pipeline.flush()
