@@ -129,17 +129,14 @@ class HAConnection:
         try:
             async for frame in self._ws:
                 if frame.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    if self._change_handlers and self._dispatch_changes(frame.data):
-                        if self._pacer is not None:
-                            self._pacer.after_frame(self._awaiting_answer())
-                        continue
-                    try:
-                        messages = hamessages.decode_frame(frame.data)
-                    except ProtocolError as exc:
-                        self._malformed(str(exc))
-                        continue
-                    for message in messages:
-                        self._dispatch(message)
+                    if not (self._change_handlers and self._dispatch_changes(frame.data)):
+                        try:
+                            messages = hamessages.decode_frame(frame.data)
+                        except ProtocolError as exc:
+                            self._malformed(str(exc))
+                            continue
+                        for message in messages:
+                            self._dispatch(message)
                     if self._pacer is not None:
                         self._pacer.after_frame(self._awaiting_answer())
                 elif frame.type == aiohttp.WSMsgType.ERROR:

@@ -48,17 +48,29 @@ def parse_state(obj: object) -> EntityState:
     attributes = obj.get("attributes", {})
     last_updated = obj.get("last_updated")
     last_changed = obj.get("last_changed", last_updated)
-    if not isinstance(entity_id, str) or not 2 < len(entity_id) <= MAX_ENTITY_ID_LEN:
+    if not isinstance(entity_id, str):
         raise ProtocolError(f"bad entity_id {str(entity_id)[:80]!r}")
-    domain, dot, object_id = entity_id.partition(".")
-    if not dot or not domain or not object_id:
-        raise ProtocolError(f"entity_id {entity_id[:80]!r} is not domain.object_id")
+    _check_entity_id(entity_id)
     if not isinstance(state, str):
         raise ProtocolError(f"{entity_id}: state is not a string")
     if not isinstance(attributes, dict):
         raise ProtocolError(f"{entity_id}: attributes is not an object")
     if not isinstance(last_updated, str):
         raise ProtocolError(f"{entity_id}: last_updated missing")
+    return _timed_state(entity_id, state, attributes, last_updated, last_changed)
+
+
+def _check_entity_id(entity_id: str) -> None:
+    if not 2 < len(entity_id) <= MAX_ENTITY_ID_LEN:
+        raise ProtocolError(f"bad entity_id {entity_id[:80]!r}")
+    domain, dot, object_id = entity_id.partition(".")
+    if not dot or not domain or not object_id:
+        raise ProtocolError(f"entity_id {entity_id[:80]!r} is not domain.object_id")
+
+
+def _timed_state(entity_id: str, state: str, attributes: dict[str, Any], last_updated: str,
+                 last_changed: object) -> EntityState:
+    """The state, with last_updated parsed (ProtocolError when it is no storable ISO 8601 time)."""
     try:
         last_updated_ns = iso_to_ns(last_updated)
     except TimestampOutOfRange as exc:
@@ -163,36 +175,34 @@ class StateChangedDecoder:
 
     def _state(self, raw: _NewState) -> EntityState | None:
         entity_id = raw.entity_id
-        domain, dot, object_id = entity_id.partition(".")
-        if not dot or not domain or not object_id or not 2 < len(entity_id) <= MAX_ENTITY_ID_LEN:
-            return None
         raw_attributes = raw.attributes
         memo = self._attributes.get(entity_id)
-        if memo is not None and memo[0] == raw_attributes:
-            attributes = memo[1]
-        else:
-            try:
-                attributes = orjson.loads(memoryview(raw_attributes))
-            except orjson.JSONDecodeError:
-                return None
-            if not isinstance(attributes, dict):
-                return None
-            if len(memoryview(raw_attributes)) <= _ATTRIBUTES_MEMO_MAX_BYTES:
-                if memo is None and len(self._attributes) >= _ATTRIBUTES_MEMO_ENTITIES:
-                    self._attributes.clear()
-                # a copy: the Raw itself would keep the whole frame alive
-                self._attributes[entity_id] = (raw_attributes.copy(), attributes)
-            elif memo is not None:
-                del self._attributes[entity_id]
-        last_updated = raw.last_updated
         try:
-            last_updated_ns = iso_to_ns(last_updated)
-        except ValueError:  # TimestampOutOfRange too
+            _check_entity_id(entity_id)
+            if memo is not None and memo[0] == raw_attributes:
+                attributes = memo[1]
+            else:
+                attributes = self._decode_attributes(entity_id, raw_attributes, memo is not None)
+            return _timed_state(entity_id, raw.state, attributes, raw.last_updated, raw.last_changed)
+        except ProtocolError:
             return None
-        last_changed = raw.last_changed
-        if last_changed is None or last_changed == last_updated:
-            last_changed = last_updated
-        return EntityState(entity_id, raw.state, attributes, last_changed, last_updated, last_updated_ns)
+
+    def _decode_attributes(self, entity_id: str, raw: msgspec.Raw, remembered: bool) -> dict[str, Any]:
+        view = memoryview(raw)
+        try:
+            attributes = orjson.loads(view)
+        except orjson.JSONDecodeError:
+            raise ProtocolError("attributes are not JSON") from None
+        if not isinstance(attributes, dict):
+            raise ProtocolError("attributes is not an object")
+        if len(view) <= _ATTRIBUTES_MEMO_MAX_BYTES:
+            if not remembered and len(self._attributes) >= _ATTRIBUTES_MEMO_ENTITIES:
+                self._attributes.clear()
+            # a copy: the Raw itself would keep the whole frame alive
+            self._attributes[entity_id] = (raw.copy(), attributes)
+        elif remembered:
+            del self._attributes[entity_id]
+        return attributes
 
 
 def result_error(message: Message) -> tuple[str, str]:
